@@ -1,0 +1,191 @@
+import Synchronization
+
+/// A thread-safe generator of Stamp IDs for one node.
+///
+/// It reads the wall clock and applies ``GeneratorState`` under a lock; it never sleeps unless
+/// asked to through ``nextWaiting(shard:count:after:clock:)``. Every ID it issues is greater
+/// than every ID it issued before, whatever the shard.
+public final class IDGenerator: Sendable {
+    /// Largest number of IDs one call may ask for.
+    public static let maxBatch = 1_000_000
+
+    /// The layout of the IDs.
+    public let layout: IDLayout
+    /// The node ID written into every ID.
+    public let node: Int
+    private let wallClock: any WallClock
+    private let state: Mutex<GeneratorState>
+
+    /// Creates a generator for `node`, which must fit the layout.
+    public init(layout: IDLayout = .default, node: Int, maxLeadMilliseconds: Int64 = 1000, wallClock: any WallClock = SystemWallClock()) throws(GeneratorError) {
+        guard node >= 0, node <= layout.maxNode else {
+            throw GeneratorError(.nodeOutOfRange, "node \(node) is outside 0...\(layout.maxNode) of the layout")
+        }
+        guard maxLeadMilliseconds >= 0 else {
+            throw GeneratorError(.invalidArgument, "maximum lead must not be negative")
+        }
+        self.layout = layout
+        self.node = node
+        self.wallClock = wallClock
+        self.state = Mutex(GeneratorState(layout: layout, maxLeadMilliseconds: maxLeadMilliseconds))
+    }
+
+    /// Issues one ID for `shard`, or throws a refusal that says how long to wait.
+    public func next(shard: Int) throws(GeneratorError) -> StampID {
+        try checkShard(shard)
+        let decision = take(count: 1, after: nil)
+        switch decision {
+        case .issue(let issue):
+            return StampID(unchecked: issue.startTime << layout.timeShift | issue.startSequence << layout.sequenceShift | Int64(shard) << layout.shardShift | Int64(node))
+        case .refuse(let refusal):
+            throw GeneratorError(refusal: refusal)
+        }
+    }
+
+    /// Issues `count` consecutive IDs for `shard`, all or none, each greater than `after` when given.
+    public func next(shard: Int, count: Int, after: StampID? = nil) throws(GeneratorError) -> [StampID] {
+        var ids: [StampID] = []
+        try next(shard: shard, count: count, after: after) { ids = Array($0) }
+        return ids
+    }
+
+    /// Issues `count` consecutive IDs for `shard` and hands them to `body` without building an array.
+    public func next(shard: Int, count: Int, after: StampID? = nil, _ body: (IssuedIDs) throws(GeneratorError) -> Void) throws(GeneratorError) {
+        try checkShard(shard)
+        guard count >= 1, count <= Self.maxBatch else {
+            throw GeneratorError(.countOutOfRange, "count \(count) is outside 1...\(Self.maxBatch)")
+        }
+        let position = after.map { $0.position(in: layout) }
+        let decision = take(count: count, after: position)
+        switch decision {
+        case .issue(let issue):
+            try body(IssuedIDs(issue: issue, shard: shard, node: node, layout: layout))
+        case .refuse(let refusal):
+            throw GeneratorError(refusal: refusal)
+        }
+    }
+
+    /// Issues `count` IDs, waiting on `clock` while the generator refuses with a retry time.
+    ///
+    /// Refusals that waiting cannot clear (a reservation, an exhausted layout) are thrown.
+    public func nextWaiting<C: Clock<Duration>>(shard: Int, count: Int = 1, after: StampID? = nil, clock: C) async throws -> [StampID] {
+        while true {
+            let result = Result { () throws(GeneratorError) in try next(shard: shard, count: count, after: after) }
+            switch result {
+            case .success(let ids):
+                return ids
+            case .failure(let error) where error.code == .leadExceeded || error.code == .clockBeforeEpoch:
+                try await clock.sleep(for: .milliseconds(error.retryAfterMilliseconds ?? 1))
+            case .failure(let error):
+                throw error
+            }
+        }
+    }
+
+    /// The current counters, with the lead measured now.
+    public var statistics: GeneratorStatistics {
+        state.withLock { state in
+            var statistics = state.statistics
+            statistics.leadMilliseconds = state.lead(atWallUnixMilliseconds: wallClock.unixMilliseconds())
+            return statistics
+        }
+    }
+
+    /// Runs `body` on the state under the lock: how the lease keeper sets the reservation limit
+    /// and moves past a previous owner's reservation.
+    public func withState<Result: Sendable>(_ body: (inout GeneratorState) -> Result) -> Result {
+        state.withLock { body(&$0) }
+    }
+
+    /// Reads the wall clock outside the lock to keep the critical section short; a reading older than
+    /// the last one seen may only mean another thread went first, so it is taken again under the lock
+    /// before it can count as a backward step.
+    @inline(__always)
+    private func take(count: Int, after: (time: Int64, sequence: Int64)?) -> GeneratorState.Decision {
+        let wall = wallClock.unixMilliseconds()
+        return state.withLock { state in
+            let current = wall - layout.epochUnixMilliseconds < state.lastWallTime ?? .min ? wallClock.unixMilliseconds() : wall
+            return state.take(count: count, wallUnixMilliseconds: current, after: after)
+        }
+    }
+
+    private func checkShard(_ shard: Int) throws(GeneratorError) {
+        guard shard >= 0, shard <= layout.maxShard else {
+            throw GeneratorError(.shardOutOfRange, "shard \(shard) is outside 0...\(layout.maxShard) of the layout")
+        }
+    }
+}
+
+/// A run of consecutive IDs from one generator call, readable without allocating.
+public struct IssuedIDs: RandomAccessCollection, Sendable {
+    let issue: GeneratorState.Issue
+    let shard: Int
+    let node: Int
+    let layout: IDLayout
+
+    public var startIndex: Int { 0 }
+    public var endIndex: Int { issue.count }
+
+    public subscript(position: Int) -> StampID {
+        let offset = issue.startSequence + Int64(position)
+        let time = issue.startTime + offset >> Int64(layout.sequenceBits)
+        let sequence = offset & layout.maxSequence
+        return StampID(unchecked: time << layout.timeShift | sequence << layout.sequenceShift | Int64(shard) << layout.shardShift | Int64(node))
+    }
+}
+
+/// Why a generator issued nothing.
+public struct GeneratorError: Error, Hashable, CustomStringConvertible {
+    /// Stable codes for generator errors.
+    public enum Code: String, Sendable {
+        case shardOutOfRange = "shard-out-of-range"
+        case nodeOutOfRange = "node-out-of-range"
+        case countOutOfRange = "count-out-of-range"
+        case invalidArgument = "invalid-argument"
+        case leadExceeded = "lead-exceeded"
+        case reservationExhausted = "reservation-exhausted"
+        case afterTooFarAhead = "after-too-far-ahead"
+        case clockBeforeEpoch = "clock-before-epoch"
+        case layoutExhausted = "layout-exhausted"
+    }
+
+    public let code: Code
+    /// A message safe to show to users.
+    public let message: String
+    /// For refusals that clear with time: how long to wait, in milliseconds.
+    public let retryAfterMilliseconds: Int64?
+
+    init(_ code: Code, _ message: String, retryAfterMilliseconds: Int64? = nil) {
+        self.code = code
+        self.message = message
+        self.retryAfterMilliseconds = retryAfterMilliseconds
+    }
+
+    init(refusal: GeneratorState.Refusal) {
+        let code: Code = switch refusal.reason {
+        case .leadExceeded: .leadExceeded
+        case .reservationExhausted: .reservationExhausted
+        case .afterTooFarAhead: .afterTooFarAhead
+        case .clockBeforeEpoch: .clockBeforeEpoch
+        case .layoutExhausted: .layoutExhausted
+        }
+        let message = switch refusal.reason {
+        case .leadExceeded: "logical time would run more than the maximum lead ahead of the wall clock"
+        case .reservationExhausted: "the node's persisted time reservation is used up"
+        case .afterTooFarAhead: "the requested lower bound is further ahead of this node's clock than the maximum lead"
+        case .clockBeforeEpoch: "the wall clock reads before the layout's epoch"
+        case .layoutExhausted: "the layout's time field has run out"
+        }
+        self.init(code, message, retryAfterMilliseconds: refusal.retryAfterMilliseconds)
+    }
+
+    /// Whether this is a refusal of a valid request (the node cannot issue now) rather than bad input.
+    public var isRefusal: Bool {
+        switch code {
+        case .leadExceeded, .reservationExhausted, .clockBeforeEpoch, .layoutExhausted: true
+        case .shardOutOfRange, .nodeOutOfRange, .countOutOfRange, .invalidArgument, .afterTooFarAhead: false
+        }
+    }
+
+    public var description: String { message }
+}
