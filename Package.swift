@@ -7,6 +7,10 @@ let package = Package(
     products: [
         .executable(name: "stamp", targets: ["stamp"]),
         .library(name: "StampCore", targets: ["StampCore"]),
+        .library(name: "StampCoordination", targets: ["StampCoordination"]),
+        .library(name: "StampSQLiteStore", targets: ["StampSQLiteStore"]),
+        .library(name: "StampPostgresStore", targets: ["StampPostgresStore"]),
+        .library(name: "StampServer", targets: ["StampServer"]),
         .library(name: "StampTesting", targets: ["StampTesting"]),
     ],
     dependencies: [
@@ -23,15 +27,75 @@ let package = Package(
     targets: [
         // The pure core: layout, ID value, generator and clock rules. No I/O, no server.
         .target(name: "StampCore"),
+        // The coordination protocol: the store interface and the lease keeper's state machine. No I/O.
+        .target(
+            name: "StampCoordination",
+            dependencies: ["StampCore"]
+        ),
+        // Coordination store on an embedded SQLite file (the default).
+        .target(
+            name: "StampSQLiteStore",
+            dependencies: [
+                "StampCore", "StampCoordination",
+                .product(name: "SQLiteNIO", package: "sqlite-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // Coordination store on PostgreSQL, for nodes on several machines.
+        .target(
+            name: "StampPostgresStore",
+            dependencies: [
+                "StampCore", "StampCoordination",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // The generator node: lease keeping service and HTTP API.
+        .target(
+            name: "StampServer",
+            dependencies: [
+                "StampCore", "StampCoordination",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            resources: [.copy("openapi.yaml")]
+        ),
         // Manual clocks and in-memory fakes that every test target reuses.
-        .target(name: "StampTesting", dependencies: ["StampCore"]),
+        .target(name: "StampTesting", dependencies: ["StampCore", "StampCoordination"]),
         .executableTarget(
             name: "stamp",
             dependencies: [
-                "StampCore",
+                "StampCore", "StampCoordination", "StampSQLiteStore", "StampPostgresStore", "StampServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Hummingbird", package: "hummingbird"),
             ]
         ),
         .testTarget(name: "StampCoreTests", dependencies: ["StampCore", "StampTesting"]),
+        .testTarget(
+            name: "StampCoordinationTests",
+            dependencies: [
+                "StampCore", "StampCoordination", "StampSQLiteStore", "StampPostgresStore", "StampTesting",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(
+            name: "StampServerTests",
+            dependencies: [
+                "StampCore", "StampCoordination", "StampServer", "StampTesting",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+            ]
+        ),
+        // Tests of the built `stamp` binary: real processes on loopback.
+        .testTarget(name: "StampProcessTests", dependencies: ["StampCore", "stamp"]),
     ]
 )

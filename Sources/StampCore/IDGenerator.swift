@@ -2,9 +2,14 @@ import Synchronization
 
 /// A thread-safe generator of Stamp IDs for one node.
 ///
-/// It reads the wall clock and applies ``GeneratorState`` under a lock; it never sleeps unless
-/// asked to through ``nextWaiting(shard:count:after:clock:)``. Every ID it issues is greater
-/// than every ID it issued before, whatever the shard.
+/// It reads the wall clock and applies ``GeneratorState``; it never sleeps unless asked to through
+/// ``nextWaiting(shard:count:after:clock:)``. Every ID it issues is greater than every ID it issued
+/// before, whatever the shard.
+///
+/// Most requests take no lock: while the state allows it, the last position is published in one atomic
+/// word that callers advance with a compare-and-exchange when their wall-clock reading is the millisecond
+/// of that position (see ``GeneratorState/publishedWord``). Any other request, such as the first in a new
+/// millisecond, a backward step or a refusal, closes the word and lets the state decide under the lock.
 public final class IDGenerator: Sendable {
     /// Largest number of IDs one call may ask for.
     public static let maxBatch = 1_000_000
@@ -14,7 +19,15 @@ public final class IDGenerator: Sendable {
     /// The node ID written into every ID.
     public let node: Int
     private let wallClock: any WallClock
+    private let readsSystemClock: Bool
+    private let epochUnixMilliseconds: Int64
+    private let sequenceBits: Int64
+    private let maxSequence: Int64
+    private let sequenceShift: Int64
+    private let shardShift: Int64
+    private let maxShard: Int
     private let state: Mutex<GeneratorState>
+    private let word = Atomic<UInt64>(0)
 
     /// Creates a generator for `node`, which must fit the layout.
     public init(layout: IDLayout = .default, node: Int, maxLeadMilliseconds: Int64 = 1000, wallClock: any WallClock = SystemWallClock()) throws(GeneratorError) {
@@ -27,16 +40,26 @@ public final class IDGenerator: Sendable {
         self.layout = layout
         self.node = node
         self.wallClock = wallClock
+        self.readsSystemClock = wallClock is SystemWallClock
+        self.epochUnixMilliseconds = layout.epochUnixMilliseconds
+        self.sequenceBits = Int64(layout.sequenceBits)
+        self.maxSequence = layout.maxSequence
+        self.sequenceShift = layout.sequenceShift
+        self.shardShift = layout.shardShift
+        self.maxShard = layout.maxShard
         self.state = Mutex(GeneratorState(layout: layout, maxLeadMilliseconds: maxLeadMilliseconds))
     }
 
     /// Issues one ID for `shard`, or throws a refusal that says how long to wait.
     public func next(shard: Int) throws(GeneratorError) -> StampID {
         try checkShard(shard)
-        let decision = take(count: 1, after: nil)
-        switch decision {
+        let wall = readWallClock()
+        if let word = issueWithoutLock(count: 1, wall: wall, afterPosition: -1) {
+            return id(position: Int64(bitPattern: word & ~GeneratorState.openBit), shard: shard)
+        }
+        switch take(count: 1, wall: wall, after: nil) {
         case .issue(let issue):
-            return StampID(unchecked: issue.startTime << layout.timeShift | issue.startSequence << layout.sequenceShift | Int64(shard) << layout.shardShift | Int64(node))
+            return id(position: issue.startTime << sequenceBits | issue.startSequence, shard: shard)
         case .refuse(let refusal):
             throw GeneratorError(refusal: refusal)
         }
@@ -55,8 +78,15 @@ public final class IDGenerator: Sendable {
         guard count >= 1, count <= Self.maxBatch else {
             throw GeneratorError(.countOutOfRange, "count \(count) is outside 1...\(Self.maxBatch)")
         }
-        let position = after.map { $0.position(in: layout) }
-        let decision = take(count: count, after: position)
+        let wall = readWallClock()
+        let afterPosition = after.map { $0.rawValue >> sequenceShift } ?? -1
+        let decision: GeneratorState.Decision
+        if let word = issueWithoutLock(count: Int64(count), wall: wall, afterPosition: afterPosition) {
+            let start = Int64(bitPattern: word & ~GeneratorState.openBit) - Int64(count) + 1
+            decision = .issue(GeneratorState.Issue(startTime: start >> sequenceBits, startSequence: start & maxSequence, count: count))
+        } else {
+            decision = take(count: count, wall: wall, after: after.map { $0.position(in: layout) })
+        }
         switch decision {
         case .issue(let issue):
             try body(IssuedIDs(issue: issue, shard: shard, node: node, layout: layout))
@@ -85,8 +115,10 @@ public final class IDGenerator: Sendable {
     /// The current counters, with the lead measured now.
     public var statistics: GeneratorStatistics {
         state.withLock { state in
-            var statistics = state.statistics
-            statistics.leadMilliseconds = state.lead(atWallUnixMilliseconds: wallClock.unixMilliseconds())
+            var current = state
+            current.recordIssued(upTo: word.load(ordering: .acquiring))
+            var statistics = current.statistics
+            statistics.leadMilliseconds = current.lead(atWallUnixMilliseconds: readWallClock())
             return statistics
         }
     }
@@ -94,23 +126,67 @@ public final class IDGenerator: Sendable {
     /// Runs `body` on the state under the lock: how the lease keeper sets the reservation limit
     /// and moves past a previous owner's reservation.
     public func withState<Result: Sendable>(_ body: (inout GeneratorState) -> Result) -> Result {
-        state.withLock { body(&$0) }
-    }
-
-    /// Reads the wall clock outside the lock to keep the critical section short; a reading older than
-    /// the last one seen may only mean another thread went first, so it is taken again under the lock
-    /// before it can count as a backward step.
-    @inline(__always)
-    private func take(count: Int, after: (time: Int64, sequence: Int64)?) -> GeneratorState.Decision {
-        let wall = wallClock.unixMilliseconds()
-        return state.withLock { state in
-            let current = wall - layout.epochUnixMilliseconds < state.lastWallTime ?? .min ? wallClock.unixMilliseconds() : wall
-            return state.take(count: count, wallUnixMilliseconds: current, after: after)
+        state.withLock { state in
+            closeWord(of: &state)
+            defer { publishWord(of: state) }
+            return body(&state)
         }
     }
 
+    /// Reads the wall clock in Unix milliseconds, calling the system clock directly when it is the one in use.
+    @inline(__always)
+    private func readWallClock() -> Int64 {
+        readsSystemClock ? SystemWallClock().unixMilliseconds() : wallClock.unixMilliseconds()
+    }
+
+    /// Advances the published word by `count` when the state allows it; returns the new word, whose
+    /// position is the last ID issued, or `nil` when the request must be decided under the lock.
+    @inline(__always)
+    private func issueWithoutLock(count: Int64, wall: Int64, afterPosition: Int64) -> UInt64? {
+        let time = wall - epochUnixMilliseconds
+        var current = word.load(ordering: .relaxed)
+        while let desired = GeneratorState.issuing(count: count, atTime: time, afterPosition: afterPosition, from: current, sequenceBits: sequenceBits, maxSequence: maxSequence) {
+            let (exchanged, original) = word.weakCompareExchange(expected: current, desired: desired, ordering: .acquiringAndReleasing)
+            if exchanged { return desired }
+            current = original
+        }
+        return nil
+    }
+
+    /// Decides under the lock. The wall clock was read outside it to keep the critical section short;
+    /// a reading older than the last one seen may only mean another thread went first, so it is taken
+    /// again under the lock before it can count as a backward step.
+    private func take(count: Int, wall: Int64, after: (time: Int64, sequence: Int64)?) -> GeneratorState.Decision {
+        state.withLock { state in
+            closeWord(of: &state)
+            let current = wall - epochUnixMilliseconds < state.lastWallTime ?? .min ? readWallClock() : wall
+            let decision = state.take(count: count, wallUnixMilliseconds: current, after: after)
+            publishWord(of: state)
+            return decision
+        }
+    }
+
+    /// Stops lock-free issuing and folds the IDs it issued into `state`; called under the lock.
+    private func closeWord(of state: inout GeneratorState) {
+        guard word.load(ordering: .acquiring) & GeneratorState.openBit != 0 else { return }
+        let (closed, _) = word.bitwiseAnd(~GeneratorState.openBit, ordering: .acquiringAndReleasing)
+        state.recordIssued(upTo: closed)
+    }
+
+    /// Publishes `state` for lock-free issuing; called under the lock.
+    private func publishWord(of state: GeneratorState) {
+        word.store(state.publishedWord, ordering: .releasing)
+    }
+
+    /// The ID at `position` for `shard` on this node.
+    @inline(__always)
+    private func id(position: Int64, shard: Int) -> StampID {
+        StampID(unchecked: position << sequenceShift | Int64(shard) << shardShift | Int64(node))
+    }
+
+    @inline(__always)
     private func checkShard(_ shard: Int) throws(GeneratorError) {
-        guard shard >= 0, shard <= layout.maxShard else {
+        guard shard >= 0, shard <= maxShard else {
             throw GeneratorError(.shardOutOfRange, "shard \(shard) is outside 0...\(layout.maxShard) of the layout")
         }
     }

@@ -107,3 +107,13 @@ public final class ManualClock: Clock, Sendable {
         return satisfied
     }
 }
+
+extension ManualClock {
+    /// Suspends until the task is cancelled, then throws `CancellationError`; for fakes whose
+    /// `run()` has no work of its own.
+    public static func waitForCancellation() async throws {
+        let stream = AsyncStream<Never> { _ in }
+        for await _ in stream {}
+        throw CancellationError()
+    }
+}

@@ -35,15 +35,15 @@ struct Bench: ParsableCommand {
     func run() throws {
         let layout = try layoutOptions.resolved()
         let generator = try IDGenerator(layout: layout, node: 0, maxLeadMilliseconds: maxLead)
+        let expectedPerThread = min(Int(Double(layout.idsPerSecondPerNode) * duration / Double(threads) * 1.1), 100_000_000)
+        let results = ThreadResults(count: threads, capacity: expectedPerThread)
         warmUp(generator)
 
         let clock = ContinuousClock()
-        let results = ThreadResults(count: threads)
-        let expectedPerThread = min(Int(Double(layout.idsPerSecondPerNode) * duration / Double(threads) * 1.1), 100_000_000)
         let start = clock.now
         let deadline = start + .milliseconds(Int64(duration * 1000))
         DispatchQueue.concurrentPerform(iterations: threads) { thread in
-            results.store(Self.draw(from: generator, until: deadline, clock: clock, reserve: expectedPerThread), at: thread)
+            results.store(Self.draw(from: generator, until: deadline, clock: clock, into: results.takeBuffer(at: thread)), at: thread)
         }
         let elapsed = start.duration(to: clock.now)
         let all = results.all
@@ -73,9 +73,8 @@ struct Bench: ParsableCommand {
         }
     }
 
-    private static func draw(from generator: IDGenerator, until deadline: ContinuousClock.Instant, clock: ContinuousClock, reserve: Int) -> ThreadResult {
-        var ids: [Int64] = []
-        ids.reserveCapacity(reserve)
+    private static func draw(from generator: IDGenerator, until deadline: ContinuousClock.Instant, clock: ContinuousClock, into buffer: consuming [Int64]) -> ThreadResult {
+        var ids = buffer
         var last: Int64 = -1
         var violations = 0
         repeat {
@@ -122,8 +121,22 @@ struct ThreadResult: Sendable {
 final class ThreadResults: Sendable {
     private let results: Mutex<[ThreadResult]>
 
-    init(count: Int) {
-        results = Mutex(Array(repeating: ThreadResult(ids: [], orderViolations: 0), count: count))
+    /// Prepares one empty buffer of `capacity` IDs per thread, with every page already touched so that
+    /// page faults do not count against the generator while measuring.
+    init(count: Int, capacity: Int) {
+        results = Mutex((0..<count).map { _ in
+            var ids = [Int64](repeating: 0, count: capacity)
+            ids.removeAll(keepingCapacity: true)
+            return ThreadResult(ids: ids, orderViolations: 0)
+        })
+    }
+
+    /// Hands the buffer prepared for `index` over to its thread, which then owns it alone.
+    func takeBuffer(at index: Int) -> [Int64] {
+        results.withLock { results in
+            defer { results[index].ids = [] }
+            return results[index].ids
+        }
     }
 
     func store(_ result: ThreadResult, at index: Int) {

@@ -1,0 +1,121 @@
+/// The decisions of a generator node about its lease and reservation, as a pure state machine.
+///
+/// The shell asks ``nextAction(now:logicalUnixMilliseconds:)`` what to do, performs it against the
+/// coordination store, and reports the outcome. Nothing here reads a clock, sleeps or does I/O, so
+/// tests drive it with any instants they like.
+///
+/// The rules, from DESIGN.md: claim a node ID; persist a reservation before issuing and extend it
+/// ahead of need; renew every `ttl/3`; count the lease as valid for `ttl - margin` from the moment
+/// the last successful claim or renewal was *sent*; after that, or when the store says another
+/// process owns the node ID, stop issuing and claim again.
+public struct LeaseKeeper<Instant: InstantProtocol>: Sendable where Instant.Duration == Duration, Instant: Sendable {
+    /// What the shell should do next.
+    public enum Action: Sendable, Equatable {
+        /// Claim a node ID.
+        case claim
+        /// Renew the lease on `node` and raise its reservation to `reservedUntilUnixMilliseconds`.
+        case renew(node: Int, reservedUntilUnixMilliseconds: Int64)
+        /// Nothing to do before `until`.
+        case wait(until: Instant)
+    }
+
+    /// The lease held, if any.
+    public private(set) var lease: NodeLease?
+    /// The first Unix millisecond this holder may issue at: the reservation the node ID had when claimed.
+    public private(set) var floorUnixMilliseconds: Int64 = 0
+    /// The reservation persisted for this holder; IDs stay below it. Equal to the floor until the
+    /// first renewal after a claim lands.
+    public private(set) var reservedUntilUnixMilliseconds: Int64 = 0
+    /// Until when the lease may be used for issuing, on the monotonic clock.
+    public private(set) var validUntil: Instant?
+
+    public let configuration: LeaseConfiguration
+    private var confirmedAt: Instant?
+    private var retryAt: Instant?
+
+    public init(configuration: LeaseConfiguration) {
+        self.configuration = configuration
+    }
+
+    /// Whether IDs may be issued at `now`: a lease is held, confirmed recently enough, and a
+    /// reservation above the floor has been persisted.
+    public func canIssue(at now: Instant) -> Bool {
+        guard lease != nil, let validUntil else { return false }
+        return now < validUntil && reservedUntilUnixMilliseconds > floorUnixMilliseconds
+    }
+
+    /// Decides the next step at monotonic `now`, given the node's logical time in Unix milliseconds
+    /// (the later of its wall clock and the time of its last ID).
+    public mutating func nextAction(now: Instant, logicalUnixMilliseconds: Int64) -> Action {
+        if let validUntil, now >= validUntil {
+            // Not confirmed for ttl - margin: the lease may already belong to someone else.
+            dropLease()
+        }
+        if let retryAt, now < retryAt {
+            return .wait(until: lease.flatMap { _ in validUntil }.map { min($0, retryAt) } ?? retryAt)
+        }
+        guard let lease, let confirmedAt, let validUntil else { return .claim }
+
+        let window = configuration.reservationWindow.wholeMilliseconds
+        let base = max(logicalUnixMilliseconds, floorUnixMilliseconds)
+        let headroom = reservedUntilUnixMilliseconds - base
+        let renewalDue = confirmedAt.advanced(by: configuration.renewInterval)
+        if now >= renewalDue || headroom <= window / 2 {
+            return .renew(node: lease.node, reservedUntilUnixMilliseconds: base + window)
+        }
+        // Wake when the renewal is due, or when logical time (at least wall speed) would eat half the window.
+        let headroomWake = now.advanced(by: .milliseconds(headroom - window / 2))
+        return .wait(until: min(renewalDue, headroomWake, validUntil))
+    }
+
+    /// A claim sent at `sentAt` returned `lease`.
+    public mutating func claimSucceeded(_ lease: NodeLease, sentAt: Instant) {
+        self.lease = lease
+        floorUnixMilliseconds = lease.reservedUntilUnixMilliseconds
+        reservedUntilUnixMilliseconds = lease.reservedUntilUnixMilliseconds
+        confirm(sentAt: sentAt)
+    }
+
+    /// A claim failed, or found every node ID held; try again after the retry interval.
+    public mutating func claimFailed(at now: Instant) {
+        retryAt = now.advanced(by: configuration.retryInterval)
+    }
+
+    /// A renewal sent at `sentAt` returned `lease`.
+    public mutating func renewSucceeded(_ lease: NodeLease, sentAt: Instant) {
+        guard self.lease?.node == lease.node else { return }
+        self.lease = lease
+        reservedUntilUnixMilliseconds = max(reservedUntilUnixMilliseconds, lease.reservedUntilUnixMilliseconds)
+        confirm(sentAt: sentAt)
+    }
+
+    /// A renewal could not reach the store; keep the lease until it runs out and retry.
+    public mutating func renewFailed(at now: Instant) {
+        retryAt = now.advanced(by: configuration.retryInterval)
+    }
+
+    /// The store said another process owns the node ID: stop issuing now and claim again.
+    public mutating func ownershipLost() {
+        dropLease()
+    }
+
+    /// The lease was released on shutdown.
+    public mutating func released() {
+        dropLease()
+    }
+
+    private mutating func confirm(sentAt: Instant) {
+        if let confirmedAt, sentAt < confirmedAt { return }
+        confirmedAt = sentAt
+        validUntil = sentAt.advanced(by: configuration.issuingPeriod)
+        retryAt = nil
+    }
+
+    private mutating func dropLease() {
+        lease = nil
+        confirmedAt = nil
+        validUntil = nil
+        floorUnixMilliseconds = 0
+        reservedUntilUnixMilliseconds = 0
+    }
+}

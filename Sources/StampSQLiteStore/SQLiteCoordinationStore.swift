@@ -1,0 +1,234 @@
+import Logging
+import SQLiteNIO
+import StampCoordination
+import StampCore
+
+/// A coordination store in one SQLite file, for generator nodes on one machine.
+///
+/// Every node process opens the same file. The file is in WAL mode, and every change runs in a
+/// `BEGIN IMMEDIATE` transaction, so processes sharing the file take turns on SQLite's write lock
+/// and waits are bounded by a busy timeout. Lease expiry is judged on the injected wall clock,
+/// which all processes on the machine share.
+public final class SQLiteCoordinationStore: CoordinationStore {
+    private let gate: ConnectionGate
+    private let clock: any WallClock
+    private let logger: Logger
+    private let closed: AsyncStream<Never>
+    private let closing: AsyncStream<Never>.Continuation
+
+    /// Creates a store on the file at `path`; the file and its parent directories are created on first use.
+    public init(path: String, clock: any WallClock = SystemWallClock(), logger: Logger) {
+        self.gate = ConnectionGate(path: path, logger: logger)
+        self.clock = clock
+        self.logger = logger
+        (closed, closing) = AsyncStream.makeStream()
+    }
+
+    /// Waits until the task is cancelled or the store is closed: the store has no background work.
+    public func run() async throws {
+        for await _ in closed {}
+    }
+
+    public func prepare(layout: IDLayout) async throws(CoordinationError) {
+        let recorded = try await immediateTransaction("prepare the store") { connection, now in
+            try await Self.migrate(connection, now: now)
+            _ = try await connection.query(
+                "INSERT INTO stamp_settings (name, value) VALUES ('layout', ?1) ON CONFLICT (name) DO NOTHING",
+                [.text(layout.description)]
+            )
+            let rows = try await connection.query("SELECT value FROM stamp_settings WHERE name = 'layout'")
+            return rows.first?.column("value")?.string
+        }
+        guard recorded == layout.description else {
+            throw CoordinationError(
+                .layoutMismatch,
+                "the cluster records the layout \(recorded ?? "nothing"), but this node uses \(layout.description)"
+            )
+        }
+    }
+
+    public func claim(owner: String, address: String?, ttl: Duration, nodeCount: Int) async throws(CoordinationError) -> NodeLease? {
+        try await immediateTransaction("claim a node ID") { connection, now in
+            let candidates = try await connection.query(SQL.lowestClaimableNode, [.integer(nodeCount), .integer(SQLiteInt64(now))])
+            guard let node = candidates.first?.column("node")?.integer else { return nil }
+            let rows = try await connection.query(SQL.claim, [
+                .integer(node),
+                .text(owner),
+                address.map { .text($0) } ?? .null,
+                .integer(SQLiteInt64(now + ttl.wholeMilliseconds)),
+                .integer(SQLiteInt64(now)),
+            ])
+            return try rows.first.map(NodeLease.init(row:))
+        }
+    }
+
+    public func renew(node: Int, owner: String, ttl: Duration, reservedUntilUnixMilliseconds: Int64) async throws(CoordinationError) -> NodeLease? {
+        try await immediateTransaction("renew a lease") { connection, now in
+            let rows = try await connection.query(SQL.renew, [
+                .integer(SQLiteInt64(now + ttl.wholeMilliseconds)),
+                .integer(SQLiteInt64(reservedUntilUnixMilliseconds)),
+                .integer(node),
+                .text(owner),
+            ])
+            return try rows.first.map(NodeLease.init(row:))
+        }
+    }
+
+    public func release(node: Int, owner: String) async throws(CoordinationError) {
+        try await immediateTransaction("release a lease") { connection, now in
+            _ = try await connection.query(SQL.release, [.integer(SQLiteInt64(now)), .integer(node), .text(owner)])
+        }
+    }
+
+    public func liveLeases() async throws(CoordinationError) -> [NodeLease] {
+        do {
+            return try await gate.withConnection { connection in
+                let rows = try await connection.query(SQL.liveLeases, [.integer(SQLiteInt64(clock.unixMilliseconds()))])
+                return try rows.map(NodeLease.init(row:))
+            }
+        } catch {
+            throw Self.wrap(error, action: "list live leases")
+        }
+    }
+
+    public func close() async {
+        closing.finish()
+        await gate.close()
+    }
+
+    /// Runs `body` in a `BEGIN IMMEDIATE` transaction with the clock's now, read once the write lock is held.
+    private func immediateTransaction<Result: Sendable>(
+        _ action: String,
+        _ body: (SQLiteConnection, Int64) async throws -> Result
+    ) async throws(CoordinationError) -> Result {
+        do {
+            return try await gate.withConnection { connection in
+                _ = try await connection.query("BEGIN IMMEDIATE")
+                do {
+                    let result = try await body(connection, clock.unixMilliseconds())
+                    _ = try await connection.query("COMMIT")
+                    return result
+                } catch {
+                    do {
+                        _ = try await connection.query("ROLLBACK")
+                    } catch {
+                        logger.debug("rolling back an SQLite transaction failed", metadata: ["stamp.error": "\(error)"])
+                    }
+                    throw error
+                }
+            }
+        } catch {
+            throw Self.wrap(error, action: action)
+        }
+    }
+
+    private static func wrap(_ error: any Error, action: String) -> CoordinationError {
+        if let error = error as? CoordinationError { return error }
+        return CoordinationError(.unavailable, "the SQLite store could not \(action)", cause: error)
+    }
+
+    /// Applies the migrations not yet recorded, in order, inside the caller's transaction.
+    private static func migrate(_ connection: SQLiteConnection, now: Int64) async throws {
+        _ = try await connection.query(
+            "CREATE TABLE IF NOT EXISTS stamp_migrations (name TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)"
+        )
+        let applied = Set(try await connection.query("SELECT name FROM stamp_migrations").compactMap { $0.column("name")?.string })
+        for migration in migrations where !applied.contains(migration.name) {
+            for statement in migration.statements {
+                _ = try await connection.query(statement)
+            }
+            _ = try await connection.query(
+                "INSERT INTO stamp_migrations (name, applied_at) VALUES (?1, ?2)",
+                [.text(migration.name), .integer(SQLiteInt64(now))]
+            )
+        }
+    }
+
+    /// The schema's history, oldest first; a name, once released, never changes meaning.
+    private static let migrations: [(name: String, statements: [String])] = [
+        (
+            name: "0001-create-settings",
+            statements: ["CREATE TABLE stamp_settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)"]
+        ),
+        (
+            name: "0002-create-node-leases",
+            statements: [
+                """
+                CREATE TABLE stamp_node_leases (
+                    node INTEGER PRIMARY KEY,
+                    owner TEXT,
+                    address TEXT,
+                    expires_at INTEGER NOT NULL,
+                    reserved_until INTEGER NOT NULL
+                )
+                """
+            ]
+        ),
+    ]
+}
+
+/// The statements of the SQLite store; `?N` are bound parameters.
+private enum SQL {
+    /// The lowest node ID below `?1` whose row is free or expired at `?2`, or has no row yet.
+    static let lowestClaimableNode = """
+        SELECT MIN(candidate) AS node FROM (
+            SELECT node AS candidate FROM stamp_node_leases
+                WHERE node < ?1 AND (owner IS NULL OR expires_at <= ?2)
+            UNION ALL
+            SELECT 0 WHERE ?1 > 0 AND NOT EXISTS (SELECT 1 FROM stamp_node_leases WHERE node = 0)
+            UNION ALL
+            SELECT leases.node + 1 FROM stamp_node_leases AS leases
+                WHERE leases.node + 1 < ?1
+                AND NOT EXISTS (SELECT 1 FROM stamp_node_leases AS following WHERE following.node = leases.node + 1)
+        )
+        """
+
+    /// Takes node `?1` for owner `?2` at address `?3` until `?4`, if it is free or expired at `?5`; keeps the reservation.
+    static let claim = """
+        INSERT INTO stamp_node_leases (node, owner, address, expires_at, reserved_until) VALUES (?1, ?2, ?3, ?4, 0)
+        ON CONFLICT (node) DO UPDATE SET owner = excluded.owner, address = excluded.address, expires_at = excluded.expires_at
+            WHERE stamp_node_leases.owner IS NULL OR stamp_node_leases.expires_at <= ?5
+        RETURNING node, owner, address, expires_at, reserved_until
+        """
+
+    /// Extends node `?3` to `?1` and raises its reservation to `?2`, only while owner `?4` holds it.
+    static let renew = """
+        UPDATE stamp_node_leases SET expires_at = ?1, reserved_until = MAX(reserved_until, ?2)
+            WHERE node = ?3 AND owner = ?4
+        RETURNING node, owner, address, expires_at, reserved_until
+        """
+
+    /// Frees node `?2` at `?1` if owner `?3` holds it, keeping the reservation.
+    static let release = """
+        UPDATE stamp_node_leases SET owner = NULL, address = NULL, expires_at = MIN(expires_at, ?1)
+            WHERE node = ?2 AND owner = ?3
+        """
+
+    /// The leases held and unexpired at `?1`.
+    static let liveLeases = """
+        SELECT node, owner, address, expires_at, reserved_until FROM stamp_node_leases
+            WHERE owner IS NOT NULL AND expires_at > ?1
+            ORDER BY node
+        """
+}
+
+extension NodeLease {
+    /// Reads a lease from a row with the columns node, owner, address, expires_at and reserved_until.
+    fileprivate init(row: SQLiteRow) throws {
+        guard
+            let node = row.column("node")?.integer,
+            let owner = row.column("owner")?.string,
+            let expiresAt = row.column("expires_at")?.integer,
+            let reservedUntil = row.column("reserved_until")?.integer
+        else {
+            throw CoordinationError(.unavailable, "the SQLite store holds a malformed lease row")
+        }
+        self.init(
+            node: node,
+            owner: owner,
+            address: row.column("address")?.string,
+            expiresAtUnixMilliseconds: Int64(expiresAt),
+            reservedUntilUnixMilliseconds: Int64(reservedUntil)
+        )
+    }
+}

@@ -1,0 +1,66 @@
+import Foundation
+import Hummingbird
+import HummingbirdCore
+import Logging
+import NIOCore
+import StampCore
+
+/// Builds the HTTP application of a generator node; `stamp serve` and the tests both call it.
+///
+/// - Parameters:
+///   - node: The generator node whose IDs are served. Run it as a service beside the application.
+///   - server: Where to listen and the bounds on requests.
+///   - metrics: Renders the Prometheus text of `/metrics`; `nil` serves an empty document.
+///   - wallClock: Wall time, for validating IDs at `/v1/ids/{id}`.
+///   - logger: The server's logger.
+public func buildApplication<C: Clock<Duration>>(
+    node: GeneratorNode<C>,
+    server: ServerConfiguration = ServerConfiguration(),
+    metrics: (@Sendable () -> String)? = nil,
+    wallClock: any WallClock = SystemWallClock(),
+    logger: Logger
+) -> some ApplicationProtocol {
+    let router = Router(context: BasicRequestContext.self)
+    router.add(middleware: ProblemMiddleware())
+    router.add(middleware: MetricsMiddleware())
+    router.add(middleware: BodyLimitMiddleware(maxBodySize: server.maxBodySize))
+    IDRoutes(node: node, wallClock: wallClock).add(to: router)
+
+    router.get("/health/live") { _, _ in
+        Response(status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"], body: ResponseBody(byteBuffer: ByteBuffer(string: #"{"status":"live"}"#)))
+    }
+    router.get("/health/ready") { _, _ -> Response in
+        let readiness = node.readiness()
+        guard readiness.isReady, let held = readiness.node else {
+            throw Problem.unavailable("not ready: \(readiness.reason ?? "unknown")", retryAfterMilliseconds: node.configuration.lease.retryInterval.wholeMilliseconds)
+        }
+        return Response(status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"], body: ResponseBody(byteBuffer: ByteBuffer(string: #"{"status":"ready","node":\#(held)}"#)))
+    }
+    router.get("/metrics") { _, _ in
+        node.refreshMetrics()
+        return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8", .cacheControl: "no-store"], body: ResponseBody(byteBuffer: ByteBuffer(string: metrics?() ?? "")))
+    }
+    router.get("/openapi.yaml") { _, _ in
+        guard let text = OpenAPIDocument.text else {
+            throw Problem(.internalError, status: .internalServerError, detail: "the OpenAPI document is missing from this build")
+        }
+        return Response(status: .ok, headers: [.contentType: "application/yaml"], body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
+    }
+
+    let http1 = HTTP1Channel.Configuration(
+        idleTimeout: TimeAmount.nanoseconds(Int64(server.idleTimeout.components.seconds) * 1_000_000_000 + server.idleTimeout.components.attoseconds / 1_000_000_000),
+        httpDecoderConfiguration: .init(maxHeaderFieldSize: server.maxHeaderSize, maxHeaderListSize: server.maxHeaderSize, maxHeaderFieldCount: 100)
+    )
+    return Application(
+        router: router,
+        server: .http1(configuration: http1),
+        configuration: ApplicationConfiguration(address: .hostname(server.host, port: server.port), serverName: "stamp"),
+        logger: logger
+    )
+}
+
+/// The OpenAPI 3.1 document of the node's API, as shipped in the package.
+public enum OpenAPIDocument {
+    /// The document's YAML text, or `nil` when the build lacks its resource bundle.
+    public static let text: String? = Bundle.module.url(forResource: "openapi", withExtension: "yaml").flatMap { try? String(contentsOf: $0, encoding: .utf8) }
+}

@@ -1,0 +1,260 @@
+import Foundation
+import Logging
+import Metrics
+import ServiceLifecycle
+import StampCore
+import StampCoordination
+import Synchronization
+
+/// A generator node: holds a node ID under a lease, keeps its reservation ahead of need, and
+/// issues IDs only while both are valid.
+///
+/// ``run()`` is the thin shell around ``LeaseKeeper``: it asks for the next action, performs it
+/// against the store, reports the outcome, and sleeps on the injected clock. Request handlers call
+/// ``issue(shard:count:after:_:)``, which never waits on the store.
+public final class GeneratorNode<C: Clock<Duration>>: Service, Sendable where C.Instant: Sendable {
+    /// The node's configuration.
+    public let configuration: NodeConfiguration
+    /// This process's owner identity in the store; new for every start.
+    public let owner: String
+    private let store: any CoordinationStore
+    private let clock: C
+    private let wallClock: any WallClock
+    private let logger: Logger
+    private let metrics: NodeMetrics
+    private let state: Mutex<State>
+
+    private struct State: @unchecked Sendable {
+        var keeper: LeaseKeeper<C.Instant>
+        var generator: IDGenerator?
+        var reportedBackwardSteps: UInt64 = 0
+        var storeReady = false
+    }
+
+    public init(configuration: NodeConfiguration, store: any CoordinationStore, clock: C, wallClock: any WallClock = SystemWallClock(), logger: Logger, metricsFactory: any MetricsFactory = MetricsSystem.factory) {
+        self.configuration = configuration
+        self.owner = UUID().uuidString.lowercased()
+        self.store = store
+        self.clock = clock
+        self.wallClock = wallClock
+        var logger = logger
+        logger[metadataKey: "stamp.owner"] = .string(owner)
+        self.logger = logger
+        self.metrics = NodeMetrics(layout: configuration.layout, factory: metricsFactory)
+        self.state = Mutex(State(keeper: LeaseKeeper(configuration: configuration.lease)))
+    }
+
+    /// Prepares the store, then keeps the lease until graceful shutdown, and releases it.
+    public func run() async throws {
+        try await prepare()
+        try await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                if let until = await self.step() {
+                    try await self.clock.sleep(until: until, tolerance: nil)
+                }
+            }
+        }
+        await release()
+    }
+
+    /// Checks the configuration and the layout's lifetime, and records or checks the layout in the store.
+    func prepare() async throws {
+        let layout = configuration.layout
+        try layout.checkLifetime(at: wallClock.unixMilliseconds(), minimumLifetimeMilliseconds: configuration.minimumLifetime.wholeMilliseconds)
+        try configuration.lease.validate()
+        try await store.prepare(layout: layout)
+        state.withLock { $0.storeReady = true }
+        logger.info("coordination store ready", metadata: ["stamp.layout": "\(layout)"])
+    }
+
+    /// Performs one action of the lease keeper, or returns until when there is nothing to do.
+    func step() async -> C.Instant? {
+        let action = state.withLock { state in
+            let action = state.keeper.nextAction(now: clock.now, logicalUnixMilliseconds: logicalUnixMilliseconds(state))
+            if state.keeper.lease == nil, state.generator != nil {
+                state.generator = nil
+                metrics.leaseHeld.record(0)
+                logger.error("lease not confirmed within ttl - margin; stopped issuing")
+            }
+            return action
+        }
+        switch action {
+        case .claim:
+            await claim()
+            return nil
+        case .renew(let node, let reservedUntil):
+            await renew(node: node, reservedUntilUnixMilliseconds: reservedUntil)
+            return nil
+        case .wait(let until):
+            return until
+        }
+    }
+
+    private func claim() async {
+        let sentAt = clock.now
+        do {
+            guard let lease = try await store.claim(owner: owner, address: configuration.advertisedAddress, ttl: configuration.lease.ttl, nodeCount: configuration.layout.nodeCount) else {
+                state.withLock { $0.keeper.claimFailed(at: clock.now) }
+                metrics.claims["none-free"]?.increment()
+                logger.warning("every node ID is held; retrying", metadata: ["stamp.node_count": "\(configuration.layout.nodeCount)"])
+                return
+            }
+            let generator = try IDGenerator(layout: configuration.layout, node: lease.node, maxLeadMilliseconds: configuration.maxLeadMilliseconds, wallClock: wallClock)
+            let floor = lease.reservedUntilUnixMilliseconds - configuration.layout.epochUnixMilliseconds
+            generator.withState { generatorState in
+                generatorState.advance(toTimeAtLeast: floor)
+                generatorState.timeLimit = floor
+            }
+            state.withLock { state in
+                state.keeper.claimSucceeded(lease, sentAt: sentAt)
+                state.generator = generator
+                state.reportedBackwardSteps = 0
+            }
+            metrics.claims["ok"]?.increment()
+            metrics.leaseHeld.record(1)
+            logger.info("claimed node ID", metadata: [
+                "stamp.node_id": "\(lease.node)",
+                "stamp.floor": "\(RFC3339.format(unixMilliseconds: lease.reservedUntilUnixMilliseconds))",
+            ])
+        } catch {
+            state.withLock { $0.keeper.claimFailed(at: clock.now) }
+            metrics.claims["error"]?.increment()
+            logger.warning("claim failed; retrying", metadata: ["stamp.error": "\(error)"])
+        }
+    }
+
+    private func renew(node: Int, reservedUntilUnixMilliseconds: Int64) async {
+        let sentAt = clock.now
+        do {
+            if let lease = try await store.renew(node: node, owner: owner, ttl: configuration.lease.ttl, reservedUntilUnixMilliseconds: reservedUntilUnixMilliseconds) {
+                state.withLock { state in
+                    state.keeper.renewSucceeded(lease, sentAt: sentAt)
+                    let limit = state.keeper.reservedUntilUnixMilliseconds - configuration.layout.epochUnixMilliseconds
+                    state.generator?.withState { $0.timeLimit = limit }
+                }
+                metrics.renewals["ok"]?.increment()
+                logger.trace("renewed lease", metadata: ["stamp.node_id": "\(node)", "stamp.reserved_until": "\(reservedUntilUnixMilliseconds)"])
+            } else {
+                state.withLock { state in
+                    state.keeper.ownershipLost()
+                    state.generator = nil
+                }
+                metrics.renewals["lost"]?.increment()
+                metrics.leaseHeld.record(0)
+                logger.error("another process holds the node ID; stopped issuing", metadata: ["stamp.node_id": "\(node)"])
+            }
+        } catch {
+            state.withLock { $0.keeper.renewFailed(at: clock.now) }
+            metrics.renewals["error"]?.increment()
+            logger.warning("lease renewal failed; retrying", metadata: ["stamp.node_id": "\(node)", "stamp.error": "\(error)"])
+        }
+    }
+
+    /// Ends the lease in the store, keeping its reservation, and stops issuing.
+    func release() async {
+        let held = state.withLock { state -> NodeLease? in
+            let lease = state.keeper.lease
+            state.keeper.released()
+            state.generator = nil
+            return lease
+        }
+        metrics.leaseHeld.record(0)
+        guard let held else { return }
+        do {
+            try await store.release(node: held.node, owner: owner)
+            logger.info("released lease", metadata: ["stamp.node_id": "\(held.node)"])
+        } catch {
+            logger.warning("could not release lease; it will expire", metadata: ["stamp.node_id": "\(held.node)", "stamp.error": "\(error)"])
+        }
+    }
+
+    private func logicalUnixMilliseconds(_ state: State) -> Int64 {
+        let wall = wallClock.unixMilliseconds()
+        guard let generator = state.generator else { return wall }
+        let lastTime = generator.withState { $0.lastTime }
+        return max(wall, lastTime + configuration.layout.epochUnixMilliseconds)
+    }
+
+    /// Issues `count` IDs for `shard`, each greater than `after`, or throws why not.
+    ///
+    /// Throws ``IssueRefusal`` when the lease is not held, or the generator's ``GeneratorError``.
+    public func issue(shard: Int, count: Int, after: StampID?) throws -> IssuedIDs {
+        let outcome = state.withLock { state -> Result<IssuedIDs, any Error> in
+            guard state.keeper.canIssue(at: clock.now), let generator = state.generator else {
+                return .failure(IssueRefusal(retryAfterMilliseconds: configuration.lease.retryInterval.wholeMilliseconds))
+            }
+            return Result { () throws(GeneratorError) in
+                var issued: IssuedIDs?
+                try generator.next(shard: shard, count: count, after: after) { issued = $0 }
+                return issued!
+            }.mapError { $0 }
+        }
+        switch outcome {
+        case .success(let ids):
+            metrics.issuedByShard[shard].increment(by: ids.count)
+        case .failure(let error as GeneratorError):
+            metrics.refusals[error.code.rawValue]?.increment()
+        case .failure:
+            metrics.refusals["lease-not-held"]?.increment()
+        }
+        return try outcome.get()
+    }
+
+    /// Whether the node can issue now, and if not, why.
+    public func readiness() -> Readiness {
+        state.withLock { state in
+            guard state.storeReady else { return Readiness(isReady: false, reason: "coordination store not prepared", node: nil) }
+            guard state.keeper.canIssue(at: clock.now), let generator = state.generator else {
+                return Readiness(isReady: false, reason: state.keeper.lease == nil ? "no node ID held" : "lease or reservation not confirmed", node: state.keeper.lease?.node)
+            }
+            let lead = generator.statistics.leadMilliseconds
+            guard lead <= configuration.maxLeadMilliseconds else {
+                return Readiness(isReady: false, reason: "wall clock is \(lead) ms behind logical time, beyond the maximum lead of \(configuration.maxLeadMilliseconds) ms", node: generator.node)
+            }
+            return Readiness(isReady: true, reason: nil, node: generator.node)
+        }
+    }
+
+    /// The node ID held now, if any.
+    public var node: Int? {
+        state.withLock { $0.keeper.lease?.node }
+    }
+
+    /// The live leases of the cluster.
+    public func liveLeases() async throws -> [NodeLease] {
+        try await store.liveLeases()
+    }
+
+    /// Brings gauges and the backward-step counter up to date; called before metrics are exported.
+    public func refreshMetrics() {
+        state.withLock { state in
+            guard let generator = state.generator else {
+                metrics.lead.record(0)
+                metrics.reservationHeadroom.record(0)
+                return
+            }
+            let statistics = generator.statistics
+            metrics.lead.record(statistics.leadMilliseconds)
+            if statistics.backwardSteps > state.reportedBackwardSteps {
+                metrics.backwardSteps.increment(by: Int(statistics.backwardSteps - state.reportedBackwardSteps))
+                state.reportedBackwardSteps = statistics.backwardSteps
+            }
+            metrics.reservationHeadroom.record(state.keeper.reservedUntilUnixMilliseconds - logicalUnixMilliseconds(state))
+        }
+    }
+}
+
+/// Whether a node can issue IDs.
+public struct Readiness: Sendable, Equatable {
+    public let isReady: Bool
+    /// Why not, safe to show.
+    public let reason: String?
+    /// The node ID held, if any.
+    public let node: Int?
+}
+
+/// The node holds no valid lease, so it issues nothing; clients go to another node.
+public struct IssueRefusal: Error, Sendable {
+    /// When to try again, in milliseconds.
+    public let retryAfterMilliseconds: Int64
+}

@@ -1,0 +1,89 @@
+import Foundation
+import StampCore
+import Testing
+
+/// Tests of the built `stamp` binary: several nodes on one store, concurrent clients, and a node
+/// killed with SIGKILL and restarted during the run.
+@Suite("Cluster processes", .serialized)
+struct ClusterProcessTests {
+    static let postgresURL = ProcessInfo.processInfo.environment["STAMP_TEST_POSTGRES_PROCESS_URL"]
+
+    @Test func threeNodesOnSQLite() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("stamp-process-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try await runCluster(store: "sqlite:\(directory.path)/coordination.sqlite", directory: directory)
+    }
+
+    @Test(.enabled(if: postgresURL != nil, "set STAMP_TEST_POSTGRES_PROCESS_URL (scripts/test does)"))
+    func threeNodesOnPostgreSQL() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("stamp-process-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try await runCluster(store: Self.postgresURL!, directory: directory)
+    }
+
+    struct Batch: Decodable {
+        let ids: [String]
+        let node: Int
+    }
+
+    /// What one client saw: every ID, and for each node the IDs in the order received.
+    struct Observation: Sendable {
+        var ids: [Int64] = []
+        var orderViolations = 0
+        var failures = 0
+    }
+
+    func runCluster(store: String, directory: URL) async throws {
+        let arguments = ["--store", store, "--lease-ttl", "2s", "--lease-margin", "500ms", "--reservation-window", "1s", "--retry-interval", "200ms", "--log-level", "warning"]
+        var nodes = try (0..<3).map { _ in try StampProcess(serve: arguments, directory: directory) }
+        defer { nodes.forEach { $0.stop(signal: SIGKILL) } }
+        for node in nodes { try await node.waitUntilReady() }
+        let addresses = nodes.map(\.baseURL)
+        let requestsPerClient = 150
+
+        let observations = try await withThrowingTaskGroup(of: Observation.self) { group in
+            for client in 0..<4 {
+                group.addTask {
+                    var observation = Observation()
+                    var lastByNode: [Int: Int64] = [:]
+                    for request in 0..<requestsPerClient {
+                        let base = addresses[(client + request) % addresses.count]
+                        guard let (data, status) = try? await HTTP.get("\(base)/v1/ids?count=50&shard=\(client)"), status == 200,
+                              let batch = try? JSONDecoder().decode(Batch.self, from: data)
+                        else {
+                            observation.failures += 1
+                            continue
+                        }
+                        let ids = batch.ids.compactMap(Int64.init)
+                        for id in ids {
+                            if let last = lastByNode[batch.node], id <= last { observation.orderViolations += 1 }
+                            lastByNode[batch.node] = id
+                        }
+                        observation.ids += ids
+                    }
+                    return observation
+                }
+            }
+            // Meanwhile, node 2 is killed with SIGKILL and restarted, three times.
+            for _ in 0..<3 {
+                try await Task.sleep(for: .milliseconds(300))
+                nodes[2].stop(signal: SIGKILL)
+                nodes[2] = try StampProcess(serve: arguments, directory: directory, port: nodes[2].port)
+                try await nodes[2].waitUntilReady()
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+
+        let all = observations.flatMap(\.ids).sorted()
+        let duplicates = zip(all, all.dropFirst()).filter { $0 == $1 }.count
+        let orderViolations = observations.map(\.orderViolations).reduce(0, +)
+        let failures = observations.map(\.failures).reduce(0, +)
+        print("process test on \(store.hasPrefix("sqlite") ? "SQLite" : "PostgreSQL"): ids=\(all.count) duplicates=\(duplicates) order_violations=\(orderViolations) failed_requests=\(failures)")
+        #expect(duplicates == 0)
+        #expect(orderViolations == 0)
+        #expect(all.count > 4 * requestsPerClient * 50 / 2, "most requests must succeed while one node restarts")
+        nodes.forEach { $0.stop() }
+    }
+}
