@@ -6,9 +6,16 @@ let package = Package(
     platforms: [.macOS(.v15)],
     dependencies: [
         .package(path: ".."),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.10.0"),
         .package(url: "https://github.com/ordo-one/benchmark.git", from: "1.29.0", traits: ["MallocInterposer"]),
     ],
     targets: [
+        // The baseline of scripts/bench-serve: a bare Hummingbird counter endpoint.
+        .executableTarget(
+            name: "BareHummingbird",
+            dependencies: [.product(name: "Hummingbird", package: "hummingbird")],
+            path: "Sources/BareHummingbird"
+        ),
         .executableTarget(
             name: "GeneratorBenchmarks",
             dependencies: [

@@ -40,6 +40,7 @@ public struct Problem: HTTPResponseError, Sendable {
     public func response(from request: Request, context: some RequestContext) throws -> Response {
         var headers: HTTPFields = [.contentType: "application/problem+json", .cacheControl: "no-store"]
         if let retryAfterSeconds { headers[.retryAfter] = String(retryAfterSeconds) }
+        if kind == .methodNotAllowed { headers[.allow] = "GET" }
         let json = #"{"type":"urn:stamp:problem:\#(kind.rawValue)","title":\#(JSONText.quote(status.reasonPhrase)),"status":\#(status.code),"detail":\#(JSONText.quote(detail))}"#
         return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: json)))
     }
@@ -55,6 +56,8 @@ struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
             throw problem
         } catch let error as HTTPError {
             switch error.status {
+            case .notFound where Self.isKnownPath(request.uri.path):
+                throw Problem(.methodNotAllowed, status: .methodNotAllowed, detail: "\(request.method) is not allowed on \(request.uri.path); use GET")
             case .notFound: throw Problem(.notFound, status: .notFound, detail: "no resource at \(request.uri.path)")
             case .methodNotAllowed: throw Problem(.methodNotAllowed, status: .methodNotAllowed, detail: "\(request.method) is not allowed on \(request.uri.path)")
             case .contentTooLarge: throw Problem(.bodyTooLarge, status: .contentTooLarge, detail: "the request body is too large")
@@ -63,6 +66,18 @@ struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
         } catch {
             context.logger.error("request failed", metadata: ["stamp.error": "\(String(reflecting: type(of: error)))"])
             throw Problem(.internalError, status: .internalServerError, detail: "internal error")
+        }
+    }
+}
+
+extension ProblemMiddleware {
+    /// The paths the API serves, all with GET only.
+    static func isKnownPath(_ path: String) -> Bool {
+        switch path {
+        case "/v1/ids", "/v1/cluster", "/health/live", "/health/ready", "/metrics", "/openapi.yaml": return true
+        default:
+            let segments = path.split(separator: "/", omittingEmptySubsequences: false)
+            return segments.count == 4 && segments[1] == "v1" && segments[2] == "ids" && !segments[3].isEmpty
         }
     }
 }
