@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "StampPostgresStore", targets: ["StampPostgresStore"]),
         .library(name: "StampServer", targets: ["StampServer"]),
         .library(name: "StampTesting", targets: ["StampTesting"]),
+        .library(name: "StampClient", targets: ["StampClient"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
@@ -23,6 +24,7 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.10.0"),
         .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.25.0"),
         .package(url: "https://github.com/vapor/sqlite-nio.git", from: "1.10.0"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.20.0"),
     ],
     targets: [
         // The pure core: layout, ID value, generator and clock rules. No I/O, no server.
@@ -64,12 +66,24 @@ let package = Package(
             ],
             resources: [.copy("openapi.yaml")]
         ),
+        // The library application servers link: retries, failover, discovery and prefetch over HTTP.
+        .target(
+            name: "StampClient",
+            dependencies: [
+                "StampCore",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         // Manual clocks and in-memory fakes that every test target reuses.
         .target(name: "StampTesting", dependencies: ["StampCore", "StampCoordination"]),
         .executableTarget(
             name: "stamp",
             dependencies: [
-                "StampCore", "StampCoordination", "StampSQLiteStore", "StampPostgresStore", "StampServer",
+                "StampCore", "StampCoordination", "StampSQLiteStore", "StampPostgresStore", "StampServer", "StampClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -84,6 +98,7 @@ let package = Package(
             dependencies: [
                 "StampCore", "StampCoordination", "StampSQLiteStore", "StampPostgresStore", "StampTesting",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
             ]
         ),
         .testTarget(
@@ -93,6 +108,18 @@ let package = Package(
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
+            ]
+        ),
+        .testTarget(
+            name: "StampClientTests",
+            dependencies: [
+                "StampClient", "StampCore", "StampCoordination", "StampServer", "StampTesting",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
         // Tests of the built `stamp` binary: real processes on loopback.

@@ -57,7 +57,7 @@ public final class IDGenerator: Sendable {
         if let word = issueWithoutLock(count: 1, wall: wall, afterPosition: -1) {
             return id(position: Int64(bitPattern: word & ~GeneratorState.openBit), shard: shard)
         }
-        switch take(count: 1, wall: wall, after: nil) {
+        switch take(count: 1, after: nil) {
         case .issue(let issue):
             return id(position: issue.startTime << sequenceBits | issue.startSequence, shard: shard)
         case .refuse(let refusal):
@@ -85,7 +85,7 @@ public final class IDGenerator: Sendable {
             let start = Int64(bitPattern: word & ~GeneratorState.openBit) - Int64(count) + 1
             decision = .issue(GeneratorState.Issue(startTime: start >> sequenceBits, startSequence: start & maxSequence, count: count))
         } else {
-            decision = take(count: count, wall: wall, after: after.map { $0.position(in: layout) })
+            decision = take(count: count, after: after.map { $0.position(in: layout) })
         }
         switch decision {
         case .issue(let issue):
@@ -153,13 +153,13 @@ public final class IDGenerator: Sendable {
         return nil
     }
 
-    /// Decides under the lock. The wall clock was read outside it to keep the critical section short;
-    /// a reading older than the last one seen may only mean another thread went first, so it is taken
-    /// again under the lock before it can count as a backward step.
-    private func take(count: Int, wall: Int64, after: (time: Int64, sequence: Int64)?) -> GeneratorState.Decision {
+    /// Decides under the lock, reading the wall clock again inside it: a reading taken before waiting
+    /// for the lock may be stale, which would count a false backward step and, with several threads at
+    /// the layout's ceiling, refuse callers that the current time allows.
+    private func take(count: Int, after: (time: Int64, sequence: Int64)?) -> GeneratorState.Decision {
         state.withLock { state in
             closeWord(of: &state)
-            let current = wall - epochUnixMilliseconds < state.lastWallTime ?? .min ? readWallClock() : wall
+            let current = readWallClock()
             let decision = state.take(count: count, wallUnixMilliseconds: current, after: after)
             publishWord(of: state)
             return decision

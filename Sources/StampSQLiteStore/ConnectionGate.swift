@@ -14,11 +14,16 @@ import Foundation
 /// A connection runs one statement at a time, and a transaction spans several statements, so
 /// operations of one store take turns. Other stores on the same file, in this process or another,
 /// hold connections of their own and wait on SQLite's file locks instead.
+///
+/// The connection runs its statements on a thread of its own. While SQLite waits for another
+/// connection's lock it blocks that thread; on a shared pool, stores waiting for each other in one
+/// process could take every thread, leaving the lock holder none to finish its transaction.
 final class ConnectionGate: Sendable {
     private struct State {
         var isHeld = false
         var isClosed = false
         var connection: SQLiteConnection?
+        var threadPool: NIOThreadPool?
         var waiters: [CheckedContinuation<Void, Never>] = []
     }
 
@@ -41,20 +46,26 @@ final class ConnectionGate: Sendable {
         return try await body(try await openedConnection())
     }
 
-    /// Waits for running operations, then closes the connection; later operations fail.
+    /// Waits for running operations, then closes the connection and stops its thread; later operations fail.
     func close() async {
         await acquire()
         defer { relinquish() }
-        let connection = state.withLock { state in
+        let (connection, threadPool) = state.withLock { state in
             state.isClosed = true
-            defer { state.connection = nil }
-            return state.connection
+            defer { (state.connection, state.threadPool) = (nil, nil) }
+            return (state.connection, state.threadPool)
         }
         do {
             try await connection?.close()
+            try await threadPool?.shutdownGracefully()
         } catch {
             logger.debug("closing the SQLite connection failed", metadata: ["stamp.error": "\(error)"])
         }
+    }
+
+    deinit {
+        // A store dropped without close() still stops its thread.
+        state.withLock { $0.threadPool }?.shutdownGracefully { _ in }
     }
 
     private func openedConnection() async throws -> SQLiteConnection {
@@ -62,7 +73,20 @@ final class ConnectionGate: Sendable {
         if isClosed { throw CoordinationError(.unavailable, "the SQLite store is closed") }
         if let connection { return connection }
         try createParentDirectory()
-        let opened = try await SQLiteConnection.open(storage: .file(path: path), logger: logger)
+        let threadPool = NIOThreadPool(numberOfThreads: 1)
+        threadPool.start()
+        let opened: SQLiteConnection
+        do {
+            opened = try await SQLiteConnection.open(
+                storage: .file(path: path),
+                threadPool: threadPool,
+                logger: logger,
+                on: MultiThreadedEventLoopGroup.singleton.any()
+            )
+        } catch {
+            try? await threadPool.shutdownGracefully()
+            throw error
+        }
         do {
             // The busy timeout comes first: switching to WAL needs a lock another connection may hold.
             _ = try await opened.query("PRAGMA busy_timeout = \(Self.busyTimeoutMilliseconds)")
@@ -70,9 +94,10 @@ final class ConnectionGate: Sendable {
             _ = try await opened.query("PRAGMA synchronous = FULL")
         } catch {
             try? await opened.close()
+            try? await threadPool.shutdownGracefully()
             throw error
         }
-        state.withLock { $0.connection = opened }
+        state.withLock { state in (state.connection, state.threadPool) = (opened, threadPool) }
         return opened
     }
 

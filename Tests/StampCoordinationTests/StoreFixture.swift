@@ -14,9 +14,12 @@ import Foundation
 #endif
 
 /// A coordination store implementation that the behaviour suite runs against.
-enum StoreBackend: String, CaseIterable, Sendable, CustomTestStringConvertible {
+enum StoreBackend: Sendable, CustomTestStringConvertible {
     case sqlite
     case postgres
+
+    /// The backends this run can test: SQLite always, PostgreSQL when ``postgresTestURL`` is set.
+    static let testable: [StoreBackend] = postgresTestURL == nil ? [.sqlite] : [.sqlite, .postgres]
 
     var testDescription: String {
         switch self {
@@ -26,8 +29,10 @@ enum StoreBackend: String, CaseIterable, Sendable, CustomTestStringConvertible {
     }
 }
 
-/// The environment variable naming a PostgreSQL database whose user may create and drop databases.
-let postgresURLVariable = "STAMP_TEST_POSTGRES_URL"
+/// The PostgreSQL database named by `STAMP_TEST_POSTGRES_URL`, whose user may create and drop databases.
+///
+/// `scripts/test` starts a throwaway server and sets it; without it the PostgreSQL cases are skipped.
+let postgresTestURL = ProcessInfo.processInfo.environment["STAMP_TEST_POSTGRES_URL"]
 
 /// A logger that drops everything, so tests never touch the global logging system.
 let silentLogger = Logger(label: "stamp.tests", factory: { _ in SwiftLogNoOpLogHandler() })
@@ -35,8 +40,7 @@ let silentLogger = Logger(label: "stamp.tests", factory: { _ in SwiftLogNoOpLogH
 /// Runs `body` with `count` running stores of `backend` that share one fresh database.
 ///
 /// The stores judge time on `clock`, or on their default clock (the system's for SQLite, the
-/// server's for PostgreSQL) when it is `nil`. Each store is prepared with `layout` unless it is
-/// `nil`. PostgreSQL cases are cancelled (reported as skipped) when ``postgresURLVariable`` is unset.
+/// server's for PostgreSQL) when it is `nil`. Each store is prepared with `layout` unless it is `nil`.
 func withStores(
     _ backend: StoreBackend,
     count: Int = 1,
@@ -59,9 +63,7 @@ func withStores(
         }
         try await running(stores, preparing: layout, body)
     case .postgres:
-        guard let url = ProcessInfo.processInfo.environment[postgresURLVariable] else {
-            try Test.cancel("\(postgresURLVariable) is not set; scripts/test sets it")
-        }
+        let url = try #require(postgresTestURL, "STAMP_TEST_POSTGRES_URL is not set")
         try await withFreshDatabase(administeredAt: url) { configuration in
             let stores: [any CoordinationStore] = (0..<count).map { _ in
                 PostgresCoordinationStore(configuration: configuration, clock: clock, logger: silentLogger)

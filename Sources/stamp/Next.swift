@@ -1,0 +1,58 @@
+import ArgumentParser
+import Foundation
+import Logging
+import StampClient
+import StampCore
+
+struct Next: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print IDs from a running cluster, one per line, through the client library.",
+        discussion: "Applies the client's policy: 2 s per attempt, up to 3 retries 1 s apart, each to another node. `stamp generate` makes IDs in this process instead."
+    )
+
+    @Option(help: ArgumentHelp("Comma-separated base URLs of generator nodes.", valueName: "urls"))
+    var nodes: String = "http://127.0.0.1:7400"
+
+    @Option(help: "Shard (database) ID to embed.")
+    var shard: Int = 0
+
+    @Option(help: "How many IDs to print (1 to 10,000).")
+    var count: Int = 1
+
+    func validate() throws {
+        guard !NodeList.parse(nodes).isEmpty else { throw ValidationError("--nodes must list at least one URL, such as http://127.0.0.1:7400") }
+        guard shard >= 0 else { throw ValidationError("--shard must be 0 or more") }
+        guard (1...10_000).contains(count) else { throw ValidationError("--count must be between 1 and 10000") }
+    }
+
+    func run() async throws {
+        let logger = ClientLogging.logger(level: .warning)
+        let client = StampIDClient(configuration: StampClientConfiguration(nodes: NodeList.parse(nodes), discoveryInterval: nil), logger: logger)
+        let ids: [StampID]
+        do {
+            ids = try await client.nextIDs(shard: shard, count: count)
+        } catch {
+            await client.shutdown()
+            printError("stamp next: \(error)")
+            throw ExitCode.failure
+        }
+        await client.shutdown()
+        print(ids.map(\.description).joined(separator: "\n"))
+    }
+}
+
+/// Comma-separated node URLs as given on the command line.
+enum NodeList {
+    static func parse(_ text: String) -> [String] {
+        text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    }
+}
+
+/// Logging for the client commands: to standard error, so that standard output holds only results.
+enum ClientLogging {
+    static func logger(level: Logger.Level) -> Logger {
+        var logger = Logger(label: "stamp") { label in StreamLogHandler.standardError(label: label) }
+        logger.logLevel = level
+        return logger
+    }
+}
