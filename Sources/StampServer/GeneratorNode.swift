@@ -47,12 +47,16 @@ public final class GeneratorNode<C: Clock<Duration>>: Service, Sendable where C.
     /// Prepares the store, then keeps the lease until graceful shutdown, and releases it.
     public func run() async throws {
         try await prepare()
-        try await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                if let until = await self.step() {
-                    try await self.clock.sleep(until: until, tolerance: nil)
+        do {
+            try await cancelWhenGracefulShutdown {
+                while !Task.isCancelled {
+                    if let until = await self.step() {
+                        try await self.clock.sleep(until: until, tolerance: nil)
+                    }
                 }
             }
+        } catch is CancellationError {
+            // Shutting down: the sleep was cut short. Release the lease below either way.
         }
         await release()
     }

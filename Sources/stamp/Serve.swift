@@ -145,7 +145,12 @@ struct Serve: AsyncParsableCommand {
                 logger: logger
             )
         )
-        try await group.run()
+        do {
+            try await group.run()
+        } catch {
+            await store.close()
+            throw error
+        }
         await store.close()
     }
 }
@@ -155,8 +160,12 @@ struct StoreService: Service {
     let store: any CoordinationStore
 
     func run() async throws {
-        try await cancelWhenGracefulShutdown {
-            try await store.run()
+        do {
+            try await cancelWhenGracefulShutdown {
+                try await store.run()
+            }
+        } catch is CancellationError {
+            // Graceful shutdown; the connections are closed after the group ends.
         }
     }
 }
