@@ -23,6 +23,33 @@ struct ClusterProcessTests {
         try await runCluster(store: Self.postgresURL!, directory: directory)
     }
 
+    /// SIGTERM stops a node gracefully: it exits with status 0 and releases its lease, so the next
+    /// node on the store claims the same node ID at once, above the kept reservation.
+    @Test func sigtermReleasesTheLease() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("stamp-process-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let arguments = ["--store", "sqlite:\(directory.path)/coordination.sqlite", "--reservation-window", "500ms"]
+        let first = try StampProcess(serve: arguments, directory: directory)
+        defer { first.stop(signal: SIGKILL) }
+        try await first.waitUntilReady()
+        let (data, _) = try await HTTP.get("\(first.baseURL)/v1/ids")
+        let before = try JSONDecoder().decode(Batch.self, from: data)
+        first.stop(signal: SIGTERM)
+        #expect(first.process.terminationStatus == 0)
+        #expect(first.log.contains("released lease"))
+
+        let second = try StampProcess(serve: arguments, directory: directory)
+        defer { second.stop(signal: SIGKILL) }
+        try await second.waitUntilReady()
+        let (secondData, _) = try await HTTP.get("\(second.baseURL)/v1/ids")
+        let after = try JSONDecoder().decode(Batch.self, from: secondData)
+        #expect(after.node == before.node, "the released node ID is free again at once")
+        #expect(try #require(Int64(after.ids[0])) > #require(Int64(before.ids[0])))
+        second.stop(signal: SIGTERM)
+        #expect(second.process.terminationStatus == 0)
+    }
+
     struct Batch: Decodable {
         let ids: [String]
         let node: Int
