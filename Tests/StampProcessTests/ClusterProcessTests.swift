@@ -93,7 +93,8 @@ struct ClusterProcessTests {
                     return observation
                 }
             }
-            // Meanwhile, node 2 is killed with SIGKILL and restarted, three times.
+            // Meanwhile, node 2 is killed with SIGKILL and restarted, three times, 300 ms apart. Real time
+            // is the point: the kills must fall while the clients' real requests are in flight.
             for _ in 0..<3 {
                 try await Task.sleep(for: .milliseconds(300))
                 nodes[2].stop(signal: SIGKILL)

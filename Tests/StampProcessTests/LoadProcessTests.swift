@@ -1,3 +1,4 @@
+import Dispatch
 import Foundation
 import Testing
 
@@ -30,6 +31,8 @@ struct LoadProcessTests {
         try load.run()
 
         // At 5 s node 2 is killed and restarted on its port; at 15 s node 1 is stopped for 5 s.
+        // Real time is the point here: the faults must land inside the real-time run of `stamp load`
+        // (30 s at a fixed rate), and a stopped process can only be stopped for a span of real time.
         try await Task.sleep(for: .seconds(5))
         nodes[2].stop(signal: SIGKILL)
         nodes[2] = try StampProcess(serve: arguments, directory: directory, port: nodes[2].port)
@@ -39,7 +42,12 @@ struct LoadProcessTests {
         try await Task.sleep(for: .seconds(5))
         kill(nodes[1].process.processIdentifier, SIGCONT)
 
-        while load.isRunning { try await Task.sleep(for: .milliseconds(100)) }
+        await withCheckedContinuation { (finished: CheckedContinuation<Void, Never>) in
+            DispatchQueue.global().async {
+                load.waitUntilExit()
+                finished.resume()
+            }
+        }
         let report = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         print("stamp load report:\n\(report)")
         print("progress:\n\((try? String(contentsOf: progress, encoding: .utf8)) ?? "")")

@@ -38,7 +38,8 @@ final class StampProcess: @unchecked Sendable {
         process.waitUntilExit()
     }
 
-    /// Waits until `/health/ready` answers 200, polling at most `attempts` times.
+    /// Waits until `/health/ready` answers 200, polling at most `attempts` times 50 ms apart: a
+    /// started process gives no other signal that it is ready.
     func waitUntilReady(attempts: Int = 300) async throws {
         for _ in 0..<attempts {
             guard process.isRunning else { throw ProcessTestError("node on port \(port) exited: \(log)") }
