@@ -183,25 +183,23 @@ public final class GeneratorNode<C: Clock<Duration>>: Service, Sendable where C.
     ///
     /// Throws ``IssueRefusal`` when the lease is not held, or the generator's ``GeneratorError``.
     public func issue(shard: Int, count: Int, after: StampID?) throws -> IssuedIDs {
-        let outcome = state.withLock { state -> Result<IssuedIDs, any Error> in
-            guard state.keeper.canIssue(at: clock.now), let generator = state.generator else {
-                return .failure(IssueRefusal(retryAfterMilliseconds: configuration.lease.retryInterval.wholeMilliseconds))
-            }
-            return Result { () throws(GeneratorError) in
-                var issued: IssuedIDs?
-                try generator.next(shard: shard, count: count, after: after) { issued = $0 }
-                return issued!
-            }.mapError { $0 }
-        }
-        switch outcome {
-        case .success(let ids):
-            metrics.issuedByShard[shard].increment(by: ids.count)
-        case .failure(let error as GeneratorError):
-            metrics.refusals[error.code.rawValue]?.increment()
-        case .failure:
+        // Only the lease check needs the node's lock. The generator, which has its own, issues outside
+        // it: its time limit is the persisted reservation, which a later owner of the node ID starts
+        // above, so an issue that races with losing the lease still cannot collide.
+        let now = clock.now
+        guard let generator = state.withLock({ $0.keeper.canIssue(at: now) ? $0.generator : nil }) else {
             metrics.refusals["lease-not-held"]?.increment()
+            throw IssueRefusal(retryAfterMilliseconds: configuration.lease.retryInterval.wholeMilliseconds)
         }
-        return try outcome.get()
+        do {
+            var issued: IssuedIDs?
+            try generator.next(shard: shard, count: count, after: after) { issued = $0 }
+            metrics.issuedByShard[shard].increment(by: count)
+            return issued!
+        } catch {
+            metrics.refusals[error.code.rawValue]?.increment()
+            throw error
+        }
     }
 
     /// Whether the node can issue now, and if not, why.

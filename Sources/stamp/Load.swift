@@ -17,8 +17,7 @@ struct Load: AsyncParsableCommand {
         """
     )
 
-    @Option(help: ArgumentHelp("Comma-separated base URLs of generator nodes.", valueName: "urls"))
-    var nodes: String = "http://127.0.0.1:7400"
+    @OptionGroup var nodes: NodesOption
 
     @Option(help: "IDs per second over all clients; 0 asks as fast as possible.")
     var rate: Int = 1000
@@ -39,7 +38,6 @@ struct Load: AsyncParsableCommand {
     var discoveryInterval: String = "2s"
 
     func validate() throws {
-        guard !NodeList.parse(nodes).isEmpty else { throw ValidationError("--nodes must list at least one URL") }
         guard rate >= 0, rate <= 10_000_000 else { throw ValidationError("--rate must be between 0 and 10000000") }
         guard (1...256).contains(clients) else { throw ValidationError("--clients must be between 1 and 256") }
         guard shard >= 0 else { throw ValidationError("--shard must be 0 or more") }
@@ -50,7 +48,7 @@ struct Load: AsyncParsableCommand {
 
     func run() async throws {
         let length = try DurationText.parse(duration, name: "--duration")
-        var configuration = StampClientConfiguration(nodes: NodeList.parse(nodes), discoveryInterval: try DurationText.parse(discoveryInterval, name: "--discovery-interval"))
+        var configuration = StampClientConfiguration(nodes: nodes.urls, discoveryInterval: try DurationText.parse(discoveryInterval, name: "--discovery-interval"))
         if prefetch > 0 { configuration.prefetch = StampClientConfiguration.Prefetch(capacity: prefetch) }
         let logger = ClientLogging.logger(level: .error)
         let stampClients = (0..<clients).map { _ in StampIDClient(configuration: configuration, logger: logger) }

@@ -10,8 +10,7 @@ struct Next: AsyncParsableCommand {
         discussion: "Applies the client's policy: 2 s per attempt, up to 3 retries 1 s apart, each to another node. `stamp generate` makes IDs in this process instead."
     )
 
-    @Option(help: ArgumentHelp("Comma-separated base URLs of generator nodes.", valueName: "urls"))
-    var nodes: String = "http://127.0.0.1:7400"
+    @OptionGroup var nodes: NodesOption
 
     @Option(help: "Shard (database) ID to embed.")
     var shard: Int = 0
@@ -20,14 +19,13 @@ struct Next: AsyncParsableCommand {
     var count: Int = 1
 
     func validate() throws {
-        guard !NodeList.parse(nodes).isEmpty else { throw ValidationError("--nodes must list at least one URL, such as http://127.0.0.1:7400") }
         guard shard >= 0 else { throw ValidationError("--shard must be 0 or more") }
         guard (1...10_000).contains(count) else { throw ValidationError("--count must be between 1 and 10000") }
     }
 
     func run() async throws {
         let logger = ClientLogging.logger(level: .warning)
-        let client = StampIDClient(configuration: StampClientConfiguration(nodes: NodeList.parse(nodes), discoveryInterval: nil), logger: logger)
+        let client = StampIDClient(configuration: StampClientConfiguration(nodes: nodes.urls, discoveryInterval: nil), logger: logger)
         let ids: [StampID]
         do {
             ids = try await client.nextIDs(shard: shard, count: count)
@@ -41,10 +39,18 @@ struct Next: AsyncParsableCommand {
     }
 }
 
-/// Comma-separated node URLs as given on the command line.
-enum NodeList {
-    static func parse(_ text: String) -> [String] {
-        text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+/// The `--nodes` option shared by the commands that talk to a running cluster.
+struct NodesOption: ParsableArguments {
+    @Option(help: ArgumentHelp("Comma-separated base URLs of generator nodes.", valueName: "urls"))
+    var nodes: String = "http://127.0.0.1:7400"
+
+    /// The URLs, trimmed, without empty entries.
+    var urls: [String] {
+        nodes.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    }
+
+    func validate() throws {
+        guard !urls.isEmpty else { throw ValidationError("--nodes must list at least one URL, such as http://127.0.0.1:7400") }
     }
 }
 
