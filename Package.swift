@@ -13,6 +13,11 @@ let package = Package(
         .library(name: "StampServer", targets: ["StampServer"]),
         .library(name: "StampTesting", targets: ["StampTesting"]),
         .library(name: "StampClient", targets: ["StampClient"]),
+        .library(name: "StampShardMap", targets: ["StampShardMap"]),
+        .library(name: "StampAudit", targets: ["StampAudit"]),
+        .library(name: "StampAuditStore", targets: ["StampAuditStore"]),
+        .library(name: "StampAuditServer", targets: ["StampAuditServer"]),
+        .library(name: "StampLoadBalancer", targets: ["StampLoadBalancer"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
@@ -25,6 +30,7 @@ let package = Package(
         .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.25.0"),
         .package(url: "https://github.com/vapor/sqlite-nio.git", from: "1.10.0"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.20.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", "3.9.0"..<"5.0.0"),
     ],
     targets: [
         // The pure core: layout, ID value, generator and clock rules. No I/O, no server.
@@ -78,12 +84,67 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // The shard map: users to shards, shards to databases; read from a file and followed as it changes.
+        .target(
+            name: "StampShardMap",
+            dependencies: [
+                "StampCore",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        // The audit log's rules: rows, the store interface, group commit, sealing of personal data. No I/O.
+        .target(
+            name: "StampAudit",
+            dependencies: [
+                "StampCore",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+        // Audit stores on SQLite (the embedded default) and PostgreSQL.
+        .target(
+            name: "StampAuditStore",
+            dependencies: [
+                "StampCore", "StampAudit",
+                .product(name: "SQLiteNIO", package: "sqlite-nio"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // The audit service's HTTP API: writes through StampClient into the shards of the shard map.
+        .target(
+            name: "StampAuditServer",
+            dependencies: [
+                "StampCore", "StampAudit", "StampAuditStore", "StampShardMap", "StampClient", "StampServer",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            resources: [.copy("openapi.yaml")]
+        ),
+        // A round-robin TCP load balancer for `stamp demo` when no HAProxy or nginx is installed.
+        .target(
+            name: "StampLoadBalancer",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         // Manual clocks and in-memory fakes that every test target reuses.
-        .target(name: "StampTesting", dependencies: ["StampCore", "StampCoordination"]),
+        .target(
+            name: "StampTesting",
+            dependencies: ["StampCore", "StampCoordination", .product(name: "Logging", package: "swift-log")]
+        ),
         .executableTarget(
             name: "stamp",
             dependencies: [
                 "StampCore", "StampCoordination", "StampSQLiteStore", "StampPostgresStore", "StampServer", "StampClient",
+                "StampShardMap", "StampAudit", "StampAuditStore", "StampAuditServer", "StampLoadBalancer",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -113,11 +174,27 @@ let package = Package(
         .testTarget(
             name: "StampClientTests",
             dependencies: [
-                "StampClient", "StampCore", "StampCoordination", "StampServer", "StampTesting",
+                "StampClient", "StampCore", "StampCoordination", "StampServer", "StampTesting", "StampLoadBalancer",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
+            name: "StampAuditTests",
+            dependencies: [
+                "StampCore", "StampShardMap", "StampAudit", "StampAuditStore", "StampAuditServer", "StampClient", "StampServer", "StampTesting",
+                "StampLoadBalancer",
+                .product(name: "SQLiteNIO", package: "sqlite-nio"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]

@@ -52,6 +52,15 @@ struct PrefetchBuffer<Instant: InstantProtocol> where Instant.Duration == Swift.
         return (taken, discarded)
     }
 
+    /// Drops the IDs at or below `floor`; returns how many.
+    mutating func drop(through floor: StampID) -> Int {
+        let start = head
+        while head < ids.count, ids[head] <= floor {
+            head += 1
+        }
+        return head - start
+    }
+
     /// Drops IDs fetched longer than `maximumAge` before `now`; returns how many.
     private mutating func discardOld(at now: Instant, maximumAge: Duration) -> Int {
         var discarded = 0

@@ -58,6 +58,16 @@ public final class StampIDClient<C: Clock<Duration>>: Service, Sendable where C.
     /// The nodes the client knows now.
     public var nodes: [String] { state.withLock { $0.table.addresses } }
 
+    /// The nodes the client takes as healthy now: not cooling down after a failure.
+    public var healthyNodes: [String] {
+        state.withLock { state in
+            state.table.addresses.filter { address in
+                if case .healthy = state.table.health(of: address) { return true }
+                return false
+            }
+        }
+    }
+
     /// How many retry delays have begun since the client was made.
     var retryDelaysStarted: Int {
         state.withLock { $0.retryDelaysStarted }
@@ -71,21 +81,27 @@ public final class StampIDClient<C: Clock<Duration>>: Service, Sendable where C.
     /// Running totals of requests, attempts, retries and failovers.
     public var statistics: StampClientStatistics { counters.snapshot }
 
-    /// Returns one ID for `shard`.
-    public func nextID(shard: Int = 0) async throws(StampClientError) -> StampID {
-        if configuration.prefetch != nil, shard >= 0, let id = takeOneFromBuffer(shard: shard) {
+    /// Returns one ID for `shard`, greater than `floor` when given.
+    ///
+    /// A floor orders IDs across clients: an application that knows the greatest ID of a record's
+    /// history (written through any client) passes it, and the new ID sorts after it. Buffered
+    /// IDs at or below the floor are skipped (they become gaps).
+    public func nextID(shard: Int = 0, above floor: StampID? = nil) async throws(StampClientError) -> StampID {
+        if configuration.prefetch != nil, shard >= 0, let id = takeOneFromBuffer(shard: shard, above: floor) {
             return id
         }
-        return try await nextIDs(shard: shard, count: 1)[0]
+        return try await next(shard: shard, count: 1, above: floor)[0]
     }
 
-    /// The fast path of ``nextID(shard:)`` with prefetch: one ID from the buffer, or `nil` on a miss.
-    private func takeOneFromBuffer(shard: Int) -> StampID? {
+    /// The fast path of ``nextID(shard:above:)`` with prefetch: one ID from the buffer, or `nil` on a miss.
+    private func takeOneFromBuffer(shard: Int, above floor: StampID?) -> StampID? {
         guard let prefetch = configuration.prefetch else { return nil }
         let now = clock.now
         let (id, discarded, refill) = state.withLock { state -> (StampID?, Int, Bool) in
             guard state.buffers[shard] != nil else { return (nil, 0, false) }
-            let (id, discarded) = state.buffers[shard]!.takeOne(at: now, maximumAge: prefetch.maximumAge)
+            let skipped = floor.map { state.buffers[shard]!.drop(through: $0) } ?? 0
+            var (id, discarded) = state.buffers[shard]!.takeOne(at: now, maximumAge: prefetch.maximumAge)
+            discarded += skipped
             guard let id else { return (nil, discarded, false) }
             state.lastReturned[shard] = id
             let refill = state.buffers[shard]!.count < prefetch.refillBelow && state.refillPending.insert(shard).inserted
@@ -110,26 +126,32 @@ public final class StampIDClient<C: Clock<Duration>>: Service, Sendable where C.
 
     /// Returns `count` ascending IDs for `shard`.
     public func nextIDs(shard: Int = 0, count: Int) async throws(StampClientError) -> [StampID] {
+        try await next(shard: shard, count: count, above: nil)
+    }
+
+    private func next(shard: Int, count: Int, above floor: StampID?) async throws(StampClientError) -> [StampID] {
         guard shard >= 0, count >= 1 else {
             throw StampClientError(.invalidRequest, "shard must be 0 or more and count 1 or more; got shard \(shard), count \(count)")
         }
         guard let prefetch = configuration.prefetch else {
-            return try await request(shard: shard, count: count, into: nil)
+            return try await request(shard: shard, count: count, above: floor, into: nil)
         }
         while true {
-            if let ids = takeFromBuffer(shard: shard, count: count, prefetch: prefetch) {
+            if let ids = takeFromBuffer(shard: shard, count: count, above: floor, prefetch: prefetch) {
                 return ids
             }
             metrics.prefetchMisses.increment()
-            _ = try await request(shard: shard, count: max(count, prefetch.capacity), into: prefetch)
+            _ = try await request(shard: shard, count: max(count, prefetch.capacity), above: floor, into: prefetch)
         }
     }
 
     /// Takes IDs from the shard's buffer, asking `run()` for a refill when it runs low.
-    private func takeFromBuffer(shard: Int, count: Int, prefetch: StampClientConfiguration.Prefetch) -> [StampID]? {
+    private func takeFromBuffer(shard: Int, count: Int, above floor: StampID?, prefetch: StampClientConfiguration.Prefetch) -> [StampID]? {
         let now = clock.now
         let (ids, discarded, refill) = state.withLock { state -> ([StampID], Int, Bool) in
-            let (ids, discarded) = state.buffers[shard, default: PrefetchBuffer()].take(count, at: now, maximumAge: prefetch.maximumAge)
+            let skipped = floor.map { state.buffers[shard, default: PrefetchBuffer()].drop(through: $0) } ?? 0
+            var (ids, discarded) = state.buffers[shard, default: PrefetchBuffer()].take(count, at: now, maximumAge: prefetch.maximumAge)
+            discarded += skipped
             // A miss is filled by the caller's own fetch; a hit that leaves the buffer low asks run() for a refill.
             let refill = !ids.isEmpty && state.buffers[shard]!.count < prefetch.refillBelow && state.refillPending.insert(shard).inserted
             if let last = ids.last { state.lastReturned[shard] = last }
@@ -141,7 +163,7 @@ public final class StampIDClient<C: Clock<Duration>>: Service, Sendable where C.
 
     /// Makes one request with the retry policy. Without `prefetch` it returns the IDs and records
     /// them as returned; with it, it adds them to the shard's buffer.
-    private func request(shard: Int, count: Int, into prefetch: StampClientConfiguration.Prefetch?) async throws(StampClientError) -> [StampID] {
+    private func request(shard: Int, count: Int, above floor: StampID?, into prefetch: StampClientConfiguration.Prefetch?) async throws(StampClientError) -> [StampID] {
         let started = clock.now
         metrics.requests.increment()
         counters.requests.add(1, ordering: .relaxed)
@@ -166,7 +188,7 @@ public final class StampIDClient<C: Clock<Duration>>: Service, Sendable where C.
                 counters.retries.add(1, ordering: .relaxed)
             }
             let (chosen, after) = state.withLock { state in
-                (state.table.choose(excluding: tried), [state.lastReturned[shard], state.buffers[shard]?.last].compactMap { $0 }.max())
+                (state.table.choose(excluding: tried), [state.lastReturned[shard], state.buffers[shard]?.last, floor].compactMap { $0 }.max())
             }
             guard let node = chosen else {
                 throw fail(StampClientError(.noNodes, "the client knows no node", attempts: failures))
@@ -377,7 +399,7 @@ public final class StampIDClient<C: Clock<Duration>>: Service, Sendable where C.
         guard let prefetch = configuration.prefetch else { return }
         for await shard in refills {
             do throws(StampClientError) {
-                _ = try await request(shard: shard, count: prefetch.capacity, into: prefetch)
+                _ = try await request(shard: shard, count: prefetch.capacity, above: nil, into: prefetch)
             } catch {
                 state.withLock { _ = $0.refillPending.remove(shard) }
                 logger.warning("prefetch refill failed", metadata: ["stamp.shard": "\(shard)", "stamp.error": "\(error.code.rawValue)"])

@@ -12,19 +12,22 @@ import StampCore
 ///   - server: Where to listen and the bounds on requests.
 ///   - metrics: Renders the Prometheus text of `/metrics`; `nil` serves an empty document.
 ///   - wallClock: Wall time, for validating IDs at `/v1/ids/{id}`.
+///   - knowsShard: Whether the shard map lists a shard; IDs for other shards are refused.
+///     `nil` serves every shard of the layout.
 ///   - logger: The server's logger.
 public func buildApplication<C: Clock<Duration>>(
     node: GeneratorNode<C>,
     server: ServerConfiguration = ServerConfiguration(),
     metrics: (@Sendable () -> String)? = nil,
     wallClock: any WallClock = SystemWallClock(),
+    knowsShard: (@Sendable (Int) async -> Bool)? = nil,
     logger: Logger
 ) -> some ApplicationProtocol {
     let router = Router(context: BasicRequestContext.self)
-    router.add(middleware: ProblemMiddleware())
+    router.add(middleware: ProblemMiddleware(allowedMethods: GeneratorPaths.allowedMethods))
     router.add(middleware: MetricsMiddleware())
     router.add(middleware: BodyLimitMiddleware(maxBodySize: server.maxBodySize))
-    IDRoutes(node: node, wallClock: wallClock).add(to: router)
+    IDRoutes(node: node, wallClock: wallClock, knowsShard: knowsShard).add(to: router)
 
     router.get("/health/live") { _, _ in
         Response(status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"], body: ResponseBody(byteBuffer: ByteBuffer(string: #"{"status":"live"}"#)))

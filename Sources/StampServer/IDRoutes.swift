@@ -8,6 +8,7 @@ import StampCoordination
 struct IDRoutes<C: Clock<Duration>>: Sendable where C.Instant: Sendable {
     let node: GeneratorNode<C>
     let wallClock: any WallClock
+    let knowsShard: (@Sendable (Int) async -> Bool)?
 
     /// The representations `GET /v1/ids` can answer with.
     enum Representation {
@@ -15,16 +16,19 @@ struct IDRoutes<C: Clock<Duration>>: Sendable where C.Instant: Sendable {
     }
 
     func add(to router: Router<BasicRequestContext>) {
-        router.get("/v1/ids") { request, _ in try issue(request) }
+        router.get("/v1/ids") { request, _ in try await issue(request) }
         router.get("/v1/ids/:id") { _, context in try decode(context.parameters.get("id") ?? "") }
         router.get("/v1/cluster") { _, _ in try await cluster() }
     }
 
     private var layout: IDLayout { node.configuration.layout }
 
-    func issue(_ request: Request) throws -> Response {
+    func issue(_ request: Request) async throws -> Response {
         let query = request.uri.queryParameters
         let shard = try Self.boundedInteger(query["shard"], name: "shard", default: 0, range: 0...layout.maxShard)
+        if let knowsShard, await !knowsShard(shard) {
+            throw Problem(.unknownShard, status: .badRequest, detail: "shard \(shard) is not in the shard map")
+        }
         let count = try Self.boundedInteger(query["count"], name: "count", default: 1, range: 1...node.configuration.maxCount)
         var after: StampID?
         if let text = query["after"] {

@@ -8,6 +8,7 @@ import ServiceLifecycle
 import StampCoordination
 import StampCore
 import StampServer
+import StampShardMap
 
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -58,6 +59,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Refuse to start when the layout runs out within this many days. [env: STAMP_MIN_LIFETIME_DAYS] (default: 365)", valueName: "days"))
     var minLifetimeDays: Int?
 
+    @Option(help: ArgumentHelp("Shard map file; when given, IDs are issued only for shards it lists, and the file is re-read as it changes. [env: STAMP_SHARD_MAP] (default: every shard of the layout)", valueName: "path"))
+    var shardMap: String?
+
     @Option(help: ArgumentHelp("trace, debug, info, notice, warning, error or critical. [env: STAMP_LOG_LEVEL] (default: info)", valueName: "level"))
     var logLevel: String?
 
@@ -66,7 +70,7 @@ struct Serve: AsyncParsableCommand {
     }
 
     /// The settings from flags, then the environment, then the defaults.
-    func settings() throws -> (node: NodeConfiguration, server: ServerConfiguration, store: StoreLocation, logLevel: Logger.Level) {
+    func settings() throws -> (node: NodeConfiguration, server: ServerConfiguration, store: StoreLocation, shardMap: String?, logLevel: Logger.Level) {
         let environment = ProcessInfo.processInfo.environment
         func value(_ flag: String?, _ name: String) -> String? { flag ?? environment[name] }
 
@@ -116,7 +120,7 @@ struct Serve: AsyncParsableCommand {
         let store = try StoreLocation(parsing: value(self.store, "STAMP_STORE") ?? "sqlite:.stamp/coordination.sqlite")
         let levelText = value(logLevel, "STAMP_LOG_LEVEL") ?? "info"
         guard let level = Logger.Level(rawValue: levelText) else { throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical") }
-        return (node, server, store, level)
+        return (node, server, store, value(shardMap, "STAMP_SHARD_MAP"), level)
     }
 
     func run() async throws {
@@ -131,12 +135,28 @@ struct Serve: AsyncParsableCommand {
         var logger = Logger(label: "stamp")
         logger.logLevel = settings.logLevel
 
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        var knowsShard: (@Sendable (Int) async -> Bool)?
+        if let path = settings.shardMap {
+            let source: ShardMapSource<ContinuousClock>
+            do {
+                source = try ShardMapSource(path: path, layout: settings.node.layout, clock: ContinuousClock(), logger: logger)
+            } catch {
+                throw ValidationError("--shard-map: \(error.message)")
+            }
+            logger.notice("shard map loaded", metadata: ["stamp.shard_map.version": "\(source.current.version)", "stamp.shard_map.shards": "\(source.current.shards.map(\.id).sorted())"])
+            services.append(.init(service: source))
+            // An unknown shard may be in a newer version than the last poll saw: check the file first.
+            knowsShard = { shard in
+                source.current.knows(shard: shard) ? true : await source.refreshIfChanged().knows(shard: shard)
+            }
+        }
         let store = try settings.store.makeStore(logger: logger)
         let node = GeneratorNode(configuration: settings.node, store: store, clock: ContinuousClock(), logger: logger)
-        let application = buildApplication(node: node, server: settings.server, metrics: { registry.emitToString() }, logger: logger)
+        let application = buildApplication(node: node, server: settings.server, metrics: { registry.emitToString() }, knowsShard: knowsShard, logger: logger)
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
-                services: [
+                services: services + [
                     .init(service: StoreService(store: store)),
                     .init(service: node),
                     .init(service: application),

@@ -12,10 +12,10 @@ import Testing
 @Suite("HTTP API")
 struct HTTPAPITests {
     /// Runs `body` against the application of a node that holds a lease.
-    func withApplication(claimed: Bool = true, _ body: @Sendable (any TestClientProtocol, NodeFixture) async throws -> Void) async throws {
+    func withApplication(claimed: Bool = true, knowsShard: (@Sendable (Int) async -> Bool)? = nil, _ body: @Sendable (any TestClientProtocol, NodeFixture) async throws -> Void) async throws {
         let fixture = NodeFixture()
         if claimed { try await fixture.start() } else { try await fixture.node.prepare() }
-        let application = buildApplication(node: fixture.node, metrics: { "stamp_test_metric 1\n" }, wallClock: fixture.wallClock, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+        let application = buildApplication(node: fixture.node, metrics: { "stamp_test_metric 1\n" }, wallClock: fixture.wallClock, knowsShard: knowsShard, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
         try await application.test(.router) { client in
             try await body(client, fixture)
         }
@@ -59,6 +59,16 @@ struct HTTPAPITests {
                 let body = try JSONDecoder().decode(IDsBody.self, from: Data(buffer: response.body))
                 #expect(body.ids.count == 1)
             }
+        }
+    }
+
+    @Test func shardsTheShardMapDoesNotListAreRefused() async throws {
+        try await withApplication(knowsShard: { $0 < 3 }) { client, fixture in
+            try await client.execute(uri: "/v1/ids?shard=2", method: .get) { #expect($0.status == .ok) }
+            try await client.execute(uri: "/v1/ids?shard=3&count=5", method: .get) { response in
+                try Self.expectProblem(response, status: .badRequest, type: "unknown-shard")
+            }
+            #expect(fixture.counter("stamp_ids_issued_total", [("shard", "3")]) == 0, "a refused request issues no ID")
         }
     }
 

@@ -1,0 +1,89 @@
+import StampCore
+
+/// One stored audit event: a change to one field of a user's personal data.
+///
+/// The values are sealed (see ``ValueSealer``): a store never sees them in clear.
+public struct AuditRow: Sendable, Equatable {
+    /// The primary key: a Stamp ID whose shard field names the shard the row lives in.
+    public var id: StampID
+    public var user: String
+    public var field: String
+    public var actor: String
+    public var reason: String
+    /// The sealed value before the change; `nil` when the field had none.
+    public var before: [UInt8]?
+    /// The sealed value after the change; `nil` when the change removed it.
+    public var after: [UInt8]?
+    /// The client's key for the write; unique per user.
+    public var idempotencyKey: String
+    /// A keyed digest of the request (user, field, values, actor, reason), to tell a retry from
+    /// another write under the same key without keeping the values in clear.
+    public var requestDigest: [UInt8]
+
+    public init(id: StampID, user: String, field: String, actor: String, reason: String, before: [UInt8]?, after: [UInt8]?, idempotencyKey: String, requestDigest: [UInt8]) {
+        self.id = id
+        self.user = user
+        self.field = field
+        self.actor = actor
+        self.reason = reason
+        self.before = before
+        self.after = after
+        self.idempotencyKey = idempotencyKey
+        self.requestDigest = requestDigest
+    }
+}
+
+/// Where one shard's audit rows live. SQLite and PostgreSQL implement it, and one test suite
+/// checks both.
+///
+/// The table is append-only: nothing updates or deletes a row (the stores refuse both with a
+/// trigger; on PostgreSQL the service's role is also granted only `INSERT` and `SELECT`).
+public protocol AuditStore: Sendable {
+    /// Runs the store's background work, such as a connection pool, until the task is cancelled.
+    func run() async throws
+    /// Runs the migrations that have not run yet, in order.
+    func migrate() async throws(AuditStoreError)
+    /// Inserts `rows` in one transaction and returns, for each, whether it was stored: `false`
+    /// when a row with the same user and idempotency key already exists (or comes earlier in
+    /// `rows`). Returns only after the commit.
+    func insert(_ rows: [AuditRow]) async throws(AuditStoreError) -> [Bool]
+    /// The row with `id`.
+    func row(id: StampID) async throws(AuditStoreError) -> AuditRow?
+    /// The row `user` wrote under `idempotencyKey`.
+    func row(user: String, idempotencyKey: String) async throws(AuditStoreError) -> AuditRow?
+    /// Up to `limit` rows of `user`, newest (greatest ID) first, only of `field` when given, only
+    /// with IDs below `before` when given.
+    func history(user: String, field: String?, before: StampID?, limit: Int) async throws(AuditStoreError) -> [AuditRow]
+    /// The greatest ID among the rows of `user`.
+    func latestID(user: String) async throws(AuditStoreError) -> StampID?
+    /// Up to `limit` IDs of every user in ascending order, above `after` when given: for checks
+    /// and exports that walk the whole shard.
+    func ids(after: StampID?, limit: Int) async throws(AuditStoreError) -> [StampID]
+    /// Checks that the database answers.
+    func ping() async throws(AuditStoreError)
+    /// Closes connections; the store is unusable afterwards.
+    func close() async
+}
+
+/// Why a store operation failed. The message never holds SQL, bound values or personal data.
+public struct AuditStoreError: Error, Sendable, CustomStringConvertible {
+    public enum Code: String, Sendable {
+        /// The database cannot be reached or did not answer; the operation may be retried.
+        case unavailable
+        /// The database refused the operation (constraint, permission, schema).
+        case rejected
+        /// The location or settings cannot work.
+        case invalidConfiguration = "invalid-configuration"
+    }
+
+    public let code: Code
+    /// A message safe to show and log.
+    public let message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { "\(code.rawValue): \(message)" }
+}

@@ -1,0 +1,65 @@
+import Foundation
+import Hummingbird
+import HummingbirdCore
+import Logging
+import NIOCore
+import StampServer
+
+/// Builds the HTTP application of an audit server; `stamp audit serve` and the tests both call it.
+///
+/// - Parameters:
+///   - service: The audit operations. Run its shard map source and shard set as services beside
+///     the application.
+///   - tokens: The writer and reader bearer tokens.
+///   - server: Where to listen and the bounds on requests (bodies: 16 KiB by default here).
+///   - metrics: Renders the Prometheus text of `/metrics`; `nil` serves an empty document.
+///   - logger: The server's logger. Personal-data values never reach it.
+public func buildAuditApplication<C: Clock<Duration>>(
+    service: AuditService<C>,
+    tokens: AuditTokens,
+    server: StampServer.ServerConfiguration = StampServer.ServerConfiguration(port: 7500, maxBodySize: 16 * 1024),
+    metrics: (@Sendable () -> String)? = nil,
+    logger: Logger
+) -> some ApplicationProtocol {
+    let router = Router(context: BasicRequestContext.self)
+    router.add(middleware: ProblemMiddleware(allowedMethods: AuditRoutes<C>.allowedMethods))
+    router.add(middleware: MetricsMiddleware())
+    router.add(middleware: BodyLimitMiddleware(maxBodySize: server.maxBodySize))
+    AuditRoutes(service: service, tokens: tokens, maxBodySize: server.maxBodySize).add(to: router)
+
+    router.get("/health/live") { _, _ in
+        AuditRoutes<C>.json(#"{"status":"live"}"#)
+    }
+    router.get("/health/ready") { _, _ -> Response in
+        if let reason = await service.unreadiness() {
+            throw Problem.unavailable("not ready: \(reason)", retryAfterMilliseconds: 1000)
+        }
+        return AuditRoutes<C>.json(#"{"status":"ready","shardMapVersion":\#(service.shardMap.current.version)}"#)
+    }
+    router.get("/metrics") { _, _ in
+        Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8", .cacheControl: "no-store"], body: ResponseBody(byteBuffer: ByteBuffer(string: metrics?() ?? "")))
+    }
+    router.get("/openapi.yaml") { _, _ in
+        guard let text = AuditOpenAPIDocument.text else {
+            throw Problem(.internalError, status: .internalServerError, detail: "the OpenAPI document is missing from this build")
+        }
+        return Response(status: .ok, headers: [.contentType: "application/yaml"], body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
+    }
+
+    let http1 = HTTP1Channel.Configuration(
+        idleTimeout: TimeAmount.nanoseconds(Int64(server.idleTimeout.components.seconds) * 1_000_000_000 + server.idleTimeout.components.attoseconds / 1_000_000_000),
+        httpDecoderConfiguration: .init(maxHeaderFieldSize: server.maxHeaderSize, maxHeaderListSize: server.maxHeaderSize, maxHeaderFieldCount: 100)
+    )
+    return Application(
+        router: router,
+        server: .http1(configuration: http1),
+        configuration: ApplicationConfiguration(address: .hostname(server.host, port: server.port), serverName: "stamp-audit"),
+        logger: logger
+    )
+}
+
+/// The OpenAPI 3.1 document of the audit API, as shipped in the package.
+public enum AuditOpenAPIDocument {
+    /// The document's YAML text, or `nil` when the build lacks its resource bundle.
+    public static let text: String? = Bundle.module.url(forResource: "openapi", withExtension: "yaml").flatMap { try? String(contentsOf: $0, encoding: .utf8) }
+}

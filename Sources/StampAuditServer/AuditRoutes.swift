@@ -1,0 +1,219 @@
+import Crypto
+import Foundation
+import Hummingbird
+import NIOCore
+import StampAudit
+import StampCore
+import StampServer
+
+/// The bearer tokens of the API: writers record changes, readers also see personal-data values.
+public struct AuditTokens: Sendable {
+    private let writer: SHA256.Digest
+    private let reader: SHA256.Digest
+
+    /// What a caller may do.
+    public enum Role: Sendable {
+        /// May record changes and read events without their values.
+        case writer
+        /// May read events with their values.
+        case reader
+    }
+
+    /// Both tokens must be at least 16 characters and differ.
+    public init(writer: String, reader: String) throws(AuditInputError) {
+        guard writer.utf8.count >= 16, reader.utf8.count >= 16, writer != reader else {
+            throw AuditInputError(.invalidConfiguration, "the writer and reader tokens must be different and at least 16 characters long")
+        }
+        self.writer = SHA256.hash(data: Array(writer.utf8))
+        self.reader = SHA256.hash(data: Array(reader.utf8))
+    }
+
+    /// The role of the caller of `request`. Digests are compared in constant time.
+    func role(of request: Request) throws -> Role {
+        guard let header = request.headers[.authorization], header.count > 7, header.prefix(7).lowercased() == "bearer " else {
+            throw Self.unauthorized("this API needs a bearer token")
+        }
+        let presented = SHA256.hash(data: Array(header.dropFirst(7).utf8))
+        if presented == writer { return .writer }
+        if presented == reader { return .reader }
+        throw Self.unauthorized("the bearer token is not valid")
+    }
+
+    static func unauthorized(_ detail: String) -> Problem {
+        Problem(.unauthorized, status: .unauthorized, detail: detail, headers: [.wwwAuthenticate: #"Bearer realm="stamp-audit""#])
+    }
+}
+
+/// The headers of idempotent writes.
+public enum AuditHeaders {
+    /// The client's key for one logical write, reused on its retries.
+    public static let idempotencyKey = HTTPFields.Element.Name("Idempotency-Key")!
+    /// Set to `true` on the answer to a retry whose key an earlier request stored.
+    public static let replayed = HTTPFields.Element.Name("Idempotent-Replayed")!
+}
+
+/// The audit endpoints under `/v1`.
+struct AuditRoutes<C: Clock<Duration>>: Sendable {
+    let service: AuditService<C>
+    let tokens: AuditTokens
+    let maxBodySize: Int
+
+    func add(to router: Router<BasicRequestContext>) {
+        router.post("/v1/users/:userId/events") { request, context in try await write(request, context: context) }
+        router.get("/v1/users/:userId/events") { request, context in try await history(request, context: context) }
+        router.get("/v1/users/:userId/events/latest") { request, context in try await latest(request, context: context) }
+        router.get("/v1/events/:id") { request, context in try await event(request, context: context) }
+    }
+
+    /// The methods each path serves, for 405 answers.
+    static func allowedMethods(_ path: String) -> String? {
+        let segments = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
+        switch Array(segments) {
+        case ["health", "live"], ["health", "ready"], ["metrics"], ["openapi.yaml"]: return "GET"
+        case let parts where parts.count == 3 && parts[0] == "v1" && parts[1] == "events" && !parts[2].isEmpty: return "GET"
+        case let parts where parts.count == 4 && parts[0] == "v1" && parts[1] == "users" && !parts[2].isEmpty && parts[3] == "events": return "GET, POST"
+        case let parts where parts.count == 5 && parts[0] == "v1" && parts[1] == "users" && !parts[2].isEmpty && parts[3] == "events" && parts[4] == "latest": return "GET"
+        default: return nil
+        }
+    }
+
+    func write(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        guard try tokens.role(of: request) == .writer else {
+            throw Problem(.forbidden, status: .forbidden, detail: "only the writer token may record changes")
+        }
+        let user = try Self.user(context)
+        guard let key = request.headers[AuditHeaders.idempotencyKey] else {
+            throw Problem(.invalidIdempotencyKey, status: .badRequest, detail: "an Idempotency-Key header is required, so that retries store nothing twice")
+        }
+        try Self.check { () throws(AuditInputError) in try AuditLimits.validate(idempotencyKey: key) }
+        guard let type = request.headers[.contentType], type.lowercased().hasPrefix("application/json") else {
+            throw Problem(.unsupportedMediaType, status: .unsupportedMediaType, detail: "send the event as application/json")
+        }
+        var request = request
+        let body = try await request.collectBody(upTo: maxBodySize)
+        let event: AuditEventInput
+        do {
+            event = try JSONDecoder().decode(AuditEventInput.self, from: Data(buffer: body))
+        } catch let error as DecodingError {
+            throw Problem(.invalidEvent, status: .badRequest, detail: "the body must be a JSON object with string members field and actor, before and after as strings or null, and an optional string reason (\(Self.describe(error)))")
+        } catch {
+            throw Problem(.invalidEvent, status: .badRequest, detail: "the body is not JSON")
+        }
+        try Self.check { () throws(AuditInputError) in try AuditLimits.validate(event) }
+        let (row, replayed) = try await service.record(user: user, idempotencyKey: key, event: event)
+        var headers: HTTPFields = [.contentType: "application/json", .location: "/v1/events/\(row.id)", .cacheControl: "no-store"]
+        if replayed { headers[AuditHeaders.replayed] = "true" }
+        return Response(status: .created, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: try render(row, values: nil))))
+    }
+
+    func history(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let role = try tokens.role(of: request)
+        let user = try Self.user(context)
+        let query = request.uri.queryParameters
+        let field = try query["field"].map { text in
+            try Self.check { () throws(AuditInputError) in try AuditLimits.validate(field: text) }
+            return String(text)
+        }
+        var limit = AuditLimits.defaultPageSize
+        if let text = query["limit"] {
+            guard let number = Int(text), (1...AuditLimits.maxPageSize).contains(number) else {
+                throw Problem(.invalidParameter, status: .badRequest, detail: "limit must be a whole number from 1 to \(AuditLimits.maxPageSize)")
+            }
+            limit = number
+        }
+        var before: StampID?
+        if let text = query["before"] {
+            do {
+                before = try StampID(decimal: text)
+            } catch {
+                throw Problem(.invalidCursor, status: .badRequest, detail: "before must be an event ID from a previous page (\(error))")
+            }
+        }
+        let rows = try await service.history(user: user, field: field, before: before, limit: limit + 1)
+        let page = rows.prefix(limit)
+        var json = #"{"events":["#
+        json += try page.map { try render($0, values: role) }.joined(separator: ",")
+        json += "]"
+        if rows.count > limit, let last = page.last {
+            json += #","next":"\#(last.id)""#
+        }
+        json += "}"
+        return Self.json(json)
+    }
+
+    func latest(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let role = try tokens.role(of: request)
+        let user = try Self.user(context)
+        guard let field = request.uri.queryParameters["field"] else {
+            throw Problem(.invalidField, status: .badRequest, detail: "the field query parameter is required")
+        }
+        try Self.check { () throws(AuditInputError) in try AuditLimits.validate(field: field) }
+        guard let row = try await service.history(user: user, field: String(field), before: nil, limit: 1).first else {
+            throw Problem(.notFound, status: .notFound, detail: "this user has no recorded change of this field")
+        }
+        return Self.json(try render(row, values: role))
+    }
+
+    func event(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let role = try tokens.role(of: request)
+        let text = context.parameters.get("id") ?? ""
+        let id: StampID
+        do {
+            id = try StampID(parsing: text)
+        } catch {
+            throw Problem(.invalidID, status: .badRequest, detail: error.description)
+        }
+        guard let row = try await service.event(id: id) else {
+            throw Problem(.notFound, status: .notFound, detail: "no event has ID \(id)")
+        }
+        return Self.json(try render(row, values: role))
+    }
+
+    /// The JSON of one event; values only for readers.
+    func render(_ row: AuditRow, values role: AuditTokens.Role?) throws -> String {
+        let fields = row.id.fields(in: service.layout)
+        var json = #"{"id":"\#(row.id)","userId":\#(JSONText.quote(row.user)),"field":\#(JSONText.quote(row.field)),"actor":\#(JSONText.quote(row.actor)),"reason":\#(JSONText.quote(row.reason)),"shard":\#(fields.shard),"recordedAt":"\#(RFC3339.format(unixMilliseconds: fields.unixMilliseconds))""#
+        if role == .reader {
+            let (before, after) = try service.open(row)
+            json += #","before":\#(before.map(JSONText.quote) ?? "null"),"after":\#(after.map(JSONText.quote) ?? "null")"#
+        }
+        return json + "}"
+    }
+
+    static func json(_ text: String) -> Response {
+        Response(status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"], body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
+    }
+
+    static func user(_ context: BasicRequestContext) throws -> String {
+        let user = context.parameters.get("userId") ?? ""
+        try check { () throws(AuditInputError) in try AuditLimits.validate(user: user) }
+        return user
+    }
+
+    /// Runs an input check, turning its error into a 4xx problem.
+    static func check(_ body: () throws(AuditInputError) -> Void) throws {
+        do {
+            try body()
+        } catch {
+            let kind: Problem.Kind = switch error.code {
+            case .invalidUser: .invalidUser
+            case .invalidField: .invalidField
+            case .valueTooLarge: .valueTooLarge
+            case .invalidIdempotencyKey: .invalidIdempotencyKey
+            case .invalidEvent, .invalidConfiguration, .sealedValueUnreadable: .invalidEvent
+            }
+            throw Problem(kind, status: .badRequest, detail: error.message)
+        }
+    }
+
+    /// Where a body failed to decode, without any of its values.
+    static func describe(_ error: DecodingError) -> String {
+        switch error {
+        case .keyNotFound(let key, _): return "\(key.stringValue) is missing"
+        case .typeMismatch(_, let context), .valueNotFound(_, let context):
+            return "\(context.codingPath.map(\.stringValue).joined(separator: ".")) has the wrong type"
+        case .dataCorrupted: return "the body is not valid JSON"
+        @unknown default: return "the body does not decode"
+        }
+    }
+}

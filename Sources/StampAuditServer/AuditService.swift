@@ -1,0 +1,209 @@
+import Hummingbird
+import Logging
+import Metrics
+import StampAudit
+import StampClient
+import StampCore
+import StampServer
+import StampShardMap
+
+/// Where the audit service gets IDs: the generator cluster through ``StampIDClient`` in production.
+public protocol AuditIDSource: Sendable {
+    /// One ID for `shard`, greater than `floor` when given.
+    func nextID(shard: Int, above floor: StampID?) async throws -> StampID
+    /// Whether some generator node is taken as reachable now.
+    var isReachable: Bool { get }
+}
+
+extension StampIDClient: AuditIDSource {
+    public var isReachable: Bool { !healthyNodes.isEmpty }
+}
+
+/// A stored event as the API shows it.
+public struct AuditEvent: Sendable, Equatable {
+    public var row: AuditRow
+    /// The opened values; present only for callers allowed to read personal data.
+    public var values: (before: String?, after: String?)?
+
+    public static func == (lhs: AuditEvent, rhs: AuditEvent) -> Bool {
+        lhs.row == rhs.row && lhs.values?.before == rhs.values?.before && lhs.values?.after == rhs.values?.after
+    }
+}
+
+/// The audit log's operations: record a change, read a user's history, its latest change of a
+/// field, one event. Stateless apart from connections: any number of servers can run it.
+public struct AuditService<C: Clock<Duration>>: Sendable {
+    public let layout: IDLayout
+    public let shardMap: ShardMapSource<C>
+    public let shards: ShardSet
+    let ids: any AuditIDSource
+    let sealer: ValueSealer
+    let logger: Logger
+    let metrics: AuditMetrics
+
+    public init(layout: IDLayout, shardMap: ShardMapSource<C>, shards: ShardSet, ids: any AuditIDSource, sealer: ValueSealer, logger: Logger, metricsFactory: any MetricsFactory = MetricsSystem.factory) {
+        self.layout = layout
+        self.shardMap = shardMap
+        self.shards = shards
+        self.ids = ids
+        self.sealer = sealer
+        self.logger = logger
+        metrics = AuditMetrics(factory: metricsFactory)
+    }
+
+    /// Records a change of `user`'s data under the client's `idempotencyKey`.
+    ///
+    /// Returns the stored event and whether it was stored by an earlier request with the same key
+    /// (a retry: nothing new is stored). The same key with a different request is refused.
+    public func record(user: String, idempotencyKey: String, event: AuditEventInput) async throws -> (row: AuditRow, replayed: Bool) {
+        let started = ContinuousClock.now
+        defer { metrics.writeDuration.recordNanoseconds(Self.nanoseconds(since: started)) }
+        let placement = shardMap.current.placement(ofUser: user)
+        let digest = sealer.digest(of: event, user: user)
+        let target = try open(placement.write)
+
+        // A key used before the user's slots moved lives in a former shard.
+        for former in placement.read.dropFirst() {
+            if let earlier = try await Self.storeCall({ try await open(former).store.row(user: user, idempotencyKey: idempotencyKey) }) {
+                return try replay(earlier, digest: digest)
+            }
+        }
+        // The new ID sorts after every event of the user, written through whichever server.
+        var floor: StampID?
+        for shard in placement.read {
+            if let latest = try await Self.storeCall({ try await open(shard).store.latestID(user: user) }), floor.map({ latest > $0 }) ?? true {
+                floor = latest
+            }
+        }
+        let id: StampID
+        do {
+            id = try await ids.nextID(shard: placement.write, above: floor)
+        } catch {
+            metrics.writes["failed"]?.increment()
+            logger.warning("no ID for a write", metadata: ["stamp.shard": "\(placement.write)", "stamp.error": "\(error)"])
+            throw Problem.unavailable("no ID could be had from the generator nodes; retry with the same Idempotency-Key", retryAfterMilliseconds: 1000)
+        }
+        let row = AuditRow(
+            id: id, user: user, field: event.field, actor: event.actor, reason: event.reason,
+            before: event.before.map { sealer.seal($0, id: id, slot: .before) },
+            after: event.after.map { sealer.seal($0, id: id, slot: .after) },
+            idempotencyKey: idempotencyKey, requestDigest: digest
+        )
+        let stored = try await Self.storeCall { try await target.committer.insert(row) }
+        if stored {
+            metrics.writes["stored"]?.increment()
+            return (row, false)
+        }
+        guard let earlier = try await Self.storeCall({ try await target.store.row(user: user, idempotencyKey: idempotencyKey) }) else {
+            throw Problem(.internalError, status: .internalServerError, detail: "the write was refused as a repeat, but no earlier write has its key")
+        }
+        return try replay(earlier, digest: digest)
+    }
+
+    private func replay(_ earlier: AuditRow, digest: [UInt8]) throws -> (row: AuditRow, replayed: Bool) {
+        guard earlier.requestDigest == digest else {
+            metrics.writes["key_reused"]?.increment()
+            throw Problem(.idempotencyKeyReused, status: .unprocessableContent, detail: "this Idempotency-Key was used for a different request of this user")
+        }
+        metrics.writes["replayed"]?.increment()
+        return (earlier, true)
+    }
+
+    /// Up to `limit` events of `user`, newest first, below `before` and of `field` when given,
+    /// from every shard that may hold them.
+    public func history(user: String, field: String?, before: StampID?, limit: Int) async throws -> [AuditRow] {
+        var rows: [AuditRow] = []
+        for shard in shardMap.current.placement(ofUser: user).read {
+            rows += try await Self.storeCall { try await open(shard).store.history(user: user, field: field, before: before, limit: limit) }
+        }
+        return Array(rows.sorted { $0.id > $1.id }.prefix(limit))
+    }
+
+    /// The event with `id`, read from the shard written in the ID.
+    public func event(id: StampID) async throws -> AuditRow? {
+        let shard = id.fields(in: layout).shard
+        guard shardMap.current.knows(shard: shard) else {
+            throw Problem(.unknownShard, status: .notFound, detail: "the ID names shard \(shard), which the shard map does not list")
+        }
+        return try await Self.storeCall { try await open(shard).store.row(id: id) }
+    }
+
+    /// Opens the values of `row` for a reader.
+    public func open(_ row: AuditRow) throws -> (before: String?, after: String?) {
+        do {
+            return (try row.before.map { try sealer.open($0, id: row.id, slot: .before) }, try row.after.map { try sealer.open($0, id: row.id, slot: .after) })
+        } catch {
+            logger.error("stored value unreadable", metadata: ["stamp.event": "\(row.id)", "stamp.error": "\(error)"])
+            throw Problem(.internalError, status: .internalServerError, detail: "a stored value of event \(row.id) cannot be opened with the configured data key")
+        }
+    }
+
+    /// Why the server cannot serve now, or `nil` when it can: every shard of the map open and
+    /// answering, and a generator node reachable.
+    public func unreadiness() async -> String? {
+        let map = shardMap.current
+        for shard in map.shards {
+            guard let open = shards.shard(shard.id) else { return "shard \(shard.id) is not open" }
+            do {
+                try await open.store.ping()
+            } catch {
+                return "shard \(shard.id) does not answer"
+            }
+        }
+        return ids.isReachable ? nil : "no generator node is reachable"
+    }
+
+    private func open(_ shard: Int) throws -> ShardSet.OpenShard {
+        guard let open = shards.shard(shard) else {
+            throw Problem.unavailable("shard \(shard) is not open on this server yet", retryAfterMilliseconds: 1000)
+        }
+        return open
+    }
+
+    /// Runs a store operation, turning its errors into problems.
+    private static func storeCall<T>(_ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch let error as AuditStoreError {
+            switch error.code {
+            case .unavailable, .invalidConfiguration:
+                throw Problem.unavailable("the shard's database is unavailable: \(error.message)", retryAfterMilliseconds: 1000)
+            case .rejected:
+                throw Problem(.internalError, status: .internalServerError, detail: "the shard's database refused the operation")
+            }
+        }
+    }
+
+    private static func nanoseconds(since start: ContinuousClock.Instant) -> Int64 {
+        let elapsed = start.duration(to: .now)
+        return elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000
+    }
+}
+
+/// The audit service's metrics. Labels carry outcomes and shard IDs only, never user data.
+struct AuditMetrics: Sendable {
+    let writes: [String: Counter]
+    let writeDuration: Timer
+
+    init(factory: any MetricsFactory) {
+        var writes: [String: Counter] = [:]
+        for outcome in ["stored", "replayed", "key_reused", "failed"] {
+            writes[outcome] = Counter(label: "stamp_audit_writes_total", dimensions: [("outcome", outcome)], factory: factory)
+        }
+        self.writes = writes
+        writeDuration = Timer(label: "stamp_audit_write_duration_seconds", factory: factory)
+    }
+}
+
+extension Problem.Kind {
+    public static let unauthorized = Problem.Kind(rawValue: "unauthorized")
+    public static let forbidden = Problem.Kind(rawValue: "forbidden")
+    public static let invalidUser = Problem.Kind(rawValue: "invalid-user")
+    public static let invalidField = Problem.Kind(rawValue: "invalid-field")
+    public static let invalidEvent = Problem.Kind(rawValue: "invalid-event")
+    public static let valueTooLarge = Problem.Kind(rawValue: "value-too-large")
+    public static let invalidIdempotencyKey = Problem.Kind(rawValue: "invalid-idempotency-key")
+    public static let idempotencyKeyReused = Problem.Kind(rawValue: "idempotency-key-reused")
+    public static let invalidCursor = Problem.Kind(rawValue: "invalid-cursor")
+    public static let unsupportedMediaType = Problem.Kind(rawValue: "unsupported-media-type")
+}

@@ -1,0 +1,435 @@
+import Logging
+import PostgresNIO
+import StampAudit
+import StampCore
+import Synchronization
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// An audit store in a PostgreSQL database, one database per shard.
+///
+/// Migrations run in one transaction behind an advisory lock, so audit servers may migrate the
+/// same database at once. Besides the triggers that refuse updates and deletes, a migration creates
+/// the role `stamp_audit_writer`, allowed only to read and insert: the service should log in as a
+/// role that is a member of it, and leave running the migrations to a more privileged role (which
+/// needs `CREATEROLE`, or finds the role created already). Without that privilege the role migration
+/// is skipped with a warning and tried again on the next ``migrate()``.
+public final class PostgresAuditStore: AuditStore {
+    /// PostgreSQL's limit on bound parameters in one statement.
+    static let parameterLimit = 65_535
+
+    private let client: PostgresClient
+    private let logger: Logger
+    /// Set by ``close()``: operations fail from then on, without waiting for the pool to shut down.
+    private let isClosed = Atomic(false)
+    private let closed: AsyncStream<Never>
+    private let closing: AsyncStream<Never>.Continuation
+
+    /// Creates a store on the database of `configuration`; ``run()`` must run for it to answer.
+    public init(configuration: PostgresClient.Configuration, logger: Logger) {
+        self.client = PostgresClient(configuration: configuration, backgroundLogger: logger)
+        self.logger = logger
+        (closed, closing) = AsyncStream.makeStream()
+    }
+
+    /// Runs the connection pool until the task is cancelled or the store is closed.
+    public func run() async throws {
+        await withDiscardingTaskGroup { group in
+            group.addTask { await self.client.run() }
+            for await _ in closed {}
+            group.cancelAll()
+        }
+    }
+
+    public func migrate() async throws(AuditStoreError) {
+        try await perform("migrate the schema") {
+            try await client.withTransaction(logger: logger) { connection in
+                try await connection.query("SELECT pg_advisory_xact_lock(\(Self.migrationLockKey))", logger: logger)
+                try await Self.migrate(connection, logger: logger)
+            }
+        }
+    }
+
+    public func insert(_ rows: [AuditRow]) async throws(AuditStoreError) -> [Bool] {
+        let batch = AuditInsertBatch(rows)
+        let statements = batch.statements(parameterLimit: Self.parameterLimit).map(Self.insertQuery)
+        let inserted = try await perform("insert rows") { () async throws -> [StampID] in
+            switch statements.count {
+            case 0:
+                return []
+            case 1:
+                // One statement is a transaction of its own; its answer comes after the commit.
+                return try await Self.ids(in: client.query(statements[0], logger: logger))
+            default:
+                return try await client.withTransaction(logger: logger) { connection in
+                    var inserted: [StampID] = []
+                    for statement in statements {
+                        inserted += try await Self.ids(in: connection.query(statement, logger: logger))
+                    }
+                    return inserted
+                }
+            }
+        }
+        return batch.results(insertedIDs: inserted)
+    }
+
+    public func row(id: StampID) async throws(AuditStoreError) -> AuditRow? {
+        try await rows(
+            "read a row",
+            "SELECT \(unescaped: AuditInsertBatch.columns) FROM stamp_audit_events WHERE id = \(id.rawValue)"
+        ).first
+    }
+
+    public func row(user: String, idempotencyKey: String) async throws(AuditStoreError) -> AuditRow? {
+        try await rows(
+            "read a row",
+            """
+            SELECT \(unescaped: AuditInsertBatch.columns) FROM stamp_audit_events
+                WHERE user_id = \(user) AND idempotency_key = \(idempotencyKey)
+            """
+        ).first
+    }
+
+    public func history(user: String, field: String?, before: StampID?, limit: Int) async throws(AuditStoreError) -> [AuditRow] {
+        guard limit > 0 else { return [] }
+        var bindings = PostgresBindings()
+        var conditions: [String] = []
+        func condition(_ sql: String, _ value: some PostgresDynamicTypeEncodable) {
+            bindings.append(value)
+            conditions.append("\(sql) $\(bindings.count)")
+        }
+        condition("user_id =", user)
+        if let field { condition("field =", field) }
+        if let before { condition("id <", before.rawValue) }
+        bindings.append(Int64(limit))
+        return try await rows("read a history", PostgresQuery(
+            unsafeSQL: """
+                SELECT \(AuditInsertBatch.columns) FROM stamp_audit_events
+                    WHERE \(conditions.joined(separator: " AND ")) ORDER BY id DESC LIMIT $\(bindings.count)
+                """,
+            binds: bindings
+        ))
+    }
+
+    public func latestID(user: String) async throws(AuditStoreError) -> StampID? {
+        try await perform("read the latest ID") {
+            let rows = try await client.query("SELECT MAX(id) FROM stamp_audit_events WHERE user_id = \(user)", logger: logger)
+            var latest: Int64?
+            for try await value in rows.decode(Int64?.self) {
+                latest = value
+            }
+            return try latest.map(Self.id)
+        }
+    }
+
+    public func ids(after: StampID?, limit: Int) async throws(AuditStoreError) -> [StampID] {
+        guard limit > 0 else { return [] }
+        return try await perform("list IDs") {
+            try await Self.ids(in: client.query(
+                // IDs are never negative, so -1 lies below them all.
+                "SELECT id FROM stamp_audit_events WHERE id > \(after?.rawValue ?? -1) ORDER BY id LIMIT \(Int64(limit))",
+                logger: logger
+            ))
+        }
+    }
+
+    public func ping() async throws(AuditStoreError) {
+        try await perform("answer a ping") {
+            _ = try await client.query("SELECT 1", logger: logger)
+        }
+    }
+
+    /// Ends ``run()``, which closes the pool's connections; later operations fail.
+    public func close() async {
+        isClosed.store(true, ordering: .sequentiallyConsistent)
+        closing.finish()
+    }
+
+    /// The advisory lock that serializes migrations across processes: "audit" in ASCII.
+    private static let migrationLockKey: Int64 = 418_581_342_580
+
+    /// The migration that creates the writer role and grants; the one skipped without the privilege.
+    private static let writerRoleMigration = "0003-create-writer-role"
+
+    private static func insertQuery(_ rows: ArraySlice<AuditRow>) -> PostgresQuery {
+        var bindings = PostgresBindings(capacity: rows.count * AuditInsertBatch.parametersPerRow)
+        var values: [String] = []
+        values.reserveCapacity(rows.count)
+        for row in rows {
+            let first = bindings.count + 1
+            bindings.append(row.id.rawValue)
+            bindings.append(row.user)
+            bindings.append(row.field)
+            bindings.append(row.actor)
+            bindings.append(row.reason)
+            bindings.append(row.before.map { ByteBuffer(bytes: $0) })
+            bindings.append(row.after.map { ByteBuffer(bytes: $0) })
+            bindings.append(row.idempotencyKey)
+            bindings.append(ByteBuffer(bytes: row.requestDigest))
+            values.append("(" + (first..<first + AuditInsertBatch.parametersPerRow).map { "$\($0)" }.joined(separator: ", ") + ")")
+        }
+        return PostgresQuery(
+            unsafeSQL: """
+                INSERT INTO stamp_audit_events (\(AuditInsertBatch.columns)) VALUES \(values.joined(separator: ", "))
+                ON CONFLICT (user_id, idempotency_key) DO NOTHING
+                RETURNING id
+                """,
+            binds: bindings
+        )
+    }
+
+    private func rows(_ action: String, _ query: PostgresQuery) async throws(AuditStoreError) -> [AuditRow] {
+        try await perform(action) {
+            let rows = try await client.query(query, logger: logger)
+            var read: [AuditRow] = []
+            for try await (id, user, field, actor, reason, before, after, idempotencyKey, requestDigest) in rows.decode(
+                (Int64, String, String, String, String, ByteBuffer?, ByteBuffer?, String, ByteBuffer).self
+            ) {
+                read.append(AuditRow(
+                    id: try Self.id(id),
+                    user: user,
+                    field: field,
+                    actor: actor,
+                    reason: reason,
+                    before: before.map { Array($0.readableBytesView) },
+                    after: after.map { Array($0.readableBytesView) },
+                    idempotencyKey: idempotencyKey,
+                    requestDigest: Array(requestDigest.readableBytesView)
+                ))
+            }
+            return read
+        }
+    }
+
+    private static func ids(in rows: PostgresRowSequence) async throws -> [StampID] {
+        var ids: [StampID] = []
+        for try await value in rows.decode(Int64.self) {
+            ids.append(try id(value))
+        }
+        return ids
+    }
+
+    private static func id(_ value: Int64) throws(AuditStoreError) -> StampID {
+        guard let id = StampID(rawValue: value) else {
+            throw AuditStoreError(.rejected, "the PostgreSQL store holds a malformed row")
+        }
+        return id
+    }
+
+    /// Runs `body`, reporting any failure as an ``AuditStoreError`` that names only the kind of
+    /// failure: PostgreSQL's messages may quote bound values.
+    private func perform<Result>(_ action: String, _ body: () async throws -> Result) async throws(AuditStoreError) -> Result {
+        guard !isClosed.load(ordering: .sequentiallyConsistent) else {
+            throw AuditStoreError(.unavailable, "the PostgreSQL store is closed")
+        }
+        do {
+            return try await body()
+        } catch {
+            throw Self.wrap(error, action: action, logger: logger)
+        }
+    }
+
+    private static func wrap(_ error: any Error, action: String, logger: Logger) -> AuditStoreError {
+        var error = error
+        if let transaction = error as? PostgresTransactionError {
+            error = transaction.closureError ?? transaction.commitError ?? transaction.beginError ?? error
+        }
+        if let error = error as? AuditStoreError { return error }
+        guard let error = error as? PSQLError else {
+            logger.debug("a PostgreSQL audit store operation failed", metadata: ["stamp.error.type": "\(type(of: error))"])
+            return AuditStoreError(.unavailable, "the PostgreSQL store could not \(action)")
+        }
+        logger.debug(
+            "a PostgreSQL audit store operation failed",
+            metadata: ["stamp.postgres.code": "\(error.code)", "stamp.postgres.sqlstate": "\(error.sqlState ?? "none")"]
+        )
+        if let sqlState = error.sqlState {
+            // Classes 08 (connection), 40 (rollback: serialization, deadlock), 53 (resources),
+            // 57 (operator intervention) and 58 (system) are the server's trouble; the rest refuse the request.
+            let isTransient = ["08", "40", "53", "57", "58"].contains(sqlState.prefix(2)) || sqlState == "55P03"
+            return AuditStoreError(
+                isTransient ? .unavailable : .rejected,
+                "the PostgreSQL store could not \(action): the database \(isTransient ? "failed" : "refused it") (SQLSTATE \(sqlState))"
+            )
+        }
+        if error.code == .tooManyParameters {
+            return AuditStoreError(.rejected, "the PostgreSQL store could not \(action): too many bound parameters")
+        }
+        return AuditStoreError(.unavailable, "the PostgreSQL store could not \(action): \(error.code)")
+    }
+
+    /// Applies the migrations not yet recorded, in order, inside the caller's transaction.
+    private static func migrate(_ connection: PostgresConnection, logger: Logger) async throws {
+        // Checked before creating: even `CREATE TABLE IF NOT EXISTS` needs a privilege the writer role lacks.
+        var hasMigrationsTable = false
+        for try await exists in try await connection.query(
+            "SELECT to_regclass('stamp_audit_migrations') IS NOT NULL",
+            logger: logger
+        ).decode(Bool.self) {
+            hasMigrationsTable = exists
+        }
+        if !hasMigrationsTable {
+            try await connection.query(
+                "CREATE TABLE stamp_audit_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+                logger: logger
+            )
+        }
+        var applied: Set<String> = []
+        for try await name in try await connection.query("SELECT name FROM stamp_audit_migrations", logger: logger).decode(String.self) {
+            applied.insert(name)
+        }
+        for migration in migrations where !applied.contains(migration.name) {
+            if migration.name == writerRoleMigration {
+                try await applyUnlessUnprivileged(migration, connection, logger: logger)
+            } else {
+                try await apply(migration, connection, logger: logger)
+            }
+        }
+    }
+
+    private static func apply(_ migration: (name: String, statements: [String]), _ connection: PostgresConnection, logger: Logger) async throws {
+        for statement in migration.statements {
+            try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
+        }
+        try await connection.query("INSERT INTO stamp_audit_migrations (name) VALUES (\(migration.name))", logger: logger)
+    }
+
+    /// Applies `migration` behind a savepoint; when the connecting role lacks a privilege it needs,
+    /// undoes it, leaves it unrecorded and warns.
+    private static func applyUnlessUnprivileged(
+        _ migration: (name: String, statements: [String]),
+        _ connection: PostgresConnection,
+        logger: Logger
+    ) async throws {
+        try await connection.query("SAVEPOINT stamp_audit_migration", logger: logger)
+        do {
+            try await apply(migration, connection, logger: logger)
+            try await connection.query("RELEASE SAVEPOINT stamp_audit_migration", logger: logger)
+        } catch let error as PSQLError where error.sqlState == "42501" {
+            try await connection.query("ROLLBACK TO SAVEPOINT stamp_audit_migration", logger: logger)
+            logger.warning(
+                "skipped creating the role stamp_audit_writer: the connected role lacks the privilege; run the migrations as a role with CREATEROLE",
+                metadata: ["stamp.migration": "\(migration.name)"]
+            )
+        }
+    }
+
+    /// The schema's history, oldest first; a name, once released, never changes meaning.
+    private static let migrations: [(name: String, statements: [String])] = [
+        (
+            name: "0001-create-events",
+            statements: [
+                """
+                CREATE TABLE stamp_audit_events (
+                    id bigint PRIMARY KEY,
+                    user_id text NOT NULL,
+                    field text NOT NULL,
+                    actor text NOT NULL,
+                    reason text NOT NULL,
+                    before_value bytea,
+                    after_value bytea,
+                    idempotency_key text NOT NULL,
+                    request_digest bytea NOT NULL,
+                    UNIQUE (user_id, idempotency_key)
+                )
+                """,
+                "CREATE INDEX stamp_audit_events_user_id ON stamp_audit_events (user_id, id)",
+                "CREATE INDEX stamp_audit_events_user_field_id ON stamp_audit_events (user_id, field, id)",
+            ]
+        ),
+        (
+            name: "0002-refuse-changes",
+            statements: [
+                """
+                CREATE FUNCTION stamp_audit_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    RAISE EXCEPTION 'stamp_audit_events is append-only: % refused', TG_OP;
+                END
+                $$
+                """,
+                """
+                CREATE TRIGGER stamp_audit_events_refuse_changes
+                    BEFORE UPDATE OR DELETE OR TRUNCATE ON stamp_audit_events
+                    FOR EACH STATEMENT EXECUTE FUNCTION stamp_audit_refuse_change()
+                """,
+            ]
+        ),
+        (
+            name: writerRoleMigration,
+            statements: [
+                // Roles belong to the whole cluster: another database's migration may create it at the same time.
+                """
+                DO $$
+                BEGIN
+                    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'stamp_audit_writer') THEN
+                        BEGIN
+                            CREATE ROLE stamp_audit_writer NOLOGIN;
+                        EXCEPTION WHEN duplicate_object OR unique_violation THEN
+                            NULL;
+                        END;
+                    END IF;
+                END
+                $$
+                """,
+                "REVOKE UPDATE, DELETE, TRUNCATE ON stamp_audit_events FROM PUBLIC",
+                "GRANT SELECT, INSERT ON stamp_audit_events TO stamp_audit_writer",
+                "GRANT SELECT ON stamp_audit_migrations TO stamp_audit_writer",
+            ]
+        ),
+    ]
+
+    /// Reads a connection configuration from `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`.
+    ///
+    /// The scheme may also be `postgresql`. User, password and database may be percent-encoded;
+    /// an IPv6 host goes in brackets; the port defaults to 5432. TLS is disabled. Error messages
+    /// never repeat the URL or any part of it.
+    public static func configuration(url: String) throws(AuditStoreError) -> PostgresClient.Configuration {
+        func invalid(_ reason: String) -> AuditStoreError {
+            AuditStoreError(.invalidConfiguration, "invalid PostgreSQL URL: \(reason)")
+        }
+        // URLComponents would keep a malformed percent-encoding as text; it is refused instead.
+        guard url.utf8.split(separator: UInt8(ascii: "%"), omittingEmptySubsequences: false).dropFirst().allSatisfy({ escape in
+            escape.count >= 2 && escape.prefix(2).allSatisfy { Character(Unicode.Scalar($0)).isHexDigit }
+        }) else {
+            throw invalid("it holds a malformed percent-encoding")
+        }
+        guard let components = URLComponents(string: url) else { throw invalid("it is not a URL") }
+        guard let scheme = components.scheme, ["postgres", "postgresql"].contains(scheme) else {
+            throw invalid("it must start with postgres:// or postgresql://")
+        }
+        guard components.query == nil, components.fragment == nil else {
+            throw invalid("query parameters and fragments are not supported")
+        }
+        guard let username = components.user, !username.isEmpty else { throw invalid("the user is missing (expected USER@HOST)") }
+        guard var host = components.host, !host.isEmpty else { throw invalid("the host is missing") }
+        if host.hasPrefix("["), host.hasSuffix("]") {
+            host = String(host.dropFirst().dropLast())
+        }
+        let port = components.port ?? 5432
+        guard (1...65_535).contains(port) else { throw invalid("the port must be a number from 1 to 65535") }
+        guard !components.percentEncodedPath.dropFirst().contains("/") else {
+            throw invalid("the path must be the database alone (expected HOST/DATABASE)")
+        }
+        let database = String(components.path.dropFirst())
+        guard !database.isEmpty else { throw invalid("the database is missing (expected HOST/DATABASE)") }
+        return PostgresClient.Configuration(
+            host: host,
+            port: port,
+            username: username,
+            password: components.password,
+            database: database,
+            tls: .disable
+        )
+    }
+}
+
+extension PSQLError {
+    /// The server's SQLSTATE code, when the server refused the request.
+    fileprivate var sqlState: String? {
+        serverInfo?[.sqlState]
+    }
+}

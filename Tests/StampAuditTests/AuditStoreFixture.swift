@@ -1,0 +1,219 @@
+import Logging
+import PostgresNIO
+import SQLiteNIO
+import StampAudit
+import StampAuditStore
+import StampCore
+import StampTesting
+import Testing
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// An audit store implementation that the behaviour suite runs against.
+enum AuditStoreBackend: Sendable, CustomTestStringConvertible {
+    case sqlite
+    case postgres
+
+    /// The PostgreSQL server named by `STAMP_TEST_POSTGRES_URL`, whose user may create databases and roles.
+    ///
+    /// `scripts/test` starts a throwaway server and sets it; without it the PostgreSQL cases are skipped.
+    static let postgresURL = ProcessInfo.processInfo.environment["STAMP_TEST_POSTGRES_URL"]
+
+    /// The backends this run can test: SQLite always, PostgreSQL when ``postgresURL`` is set.
+    static let testable: [AuditStoreBackend] = postgresURL == nil ? [.sqlite] : [.sqlite, .postgres]
+
+    /// A logger that drops everything, so tests never touch the global logging system.
+    static let logger = Logger(label: "stamp.audit-store-tests", factory: { _ in SwiftLogNoOpLogHandler() })
+
+    var testDescription: String {
+        switch self {
+        case .sqlite: "SQLite"
+        case .postgres: "PostgreSQL"
+        }
+    }
+}
+
+/// Stores of one backend on one fresh database, and a way around them to the database itself.
+struct AuditStoreDatabase: Sendable {
+    /// Running stores on the database, each standing for one audit server process.
+    let stores: [any AuditStore]
+    /// Runs a statement on the database directly, as the database's owner, bypassing the stores.
+    let execute: @Sendable (String) async throws -> Void
+    /// The database's configuration, for PostgreSQL.
+    let postgres: PostgresClient.Configuration?
+    /// The database's file, for SQLite.
+    let sqlitePath: String?
+
+    var store: any AuditStore { stores[0] }
+
+    /// The database's own message for `error`, with its SQLSTATE on PostgreSQL.
+    static func databaseMessage(of error: any Error) -> String {
+        switch error {
+        case let error as SQLiteError: error.message
+        case let error as PSQLError: "\(error.serverInfo?[.sqlState] ?? "-"): \(error.serverInfo?[.message] ?? "\(error.code)")"
+        default: "\(error)"
+        }
+    }
+}
+
+/// Runs `body` with `count` running stores of `backend` that share one fresh database, migrated
+/// by the first store unless `migrating` is false; closes the stores and removes the database afterwards.
+func withAuditStores(
+    _ backend: AuditStoreBackend,
+    count: Int = 1,
+    migrating: Bool = true,
+    logger: Logger = AuditStoreBackend.logger,
+    _ body: (AuditStoreDatabase) async throws -> Void
+) async throws {
+    switch backend {
+    case .sqlite:
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("stamp-audit-store-tests-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        // The store creates the missing parent directories itself.
+        let path = directory.appendingPathComponent("shards/0.sqlite").path
+        let stores = (0..<count).map { _ in SQLiteAuditStore(path: path, logger: logger) }
+        let database = AuditStoreDatabase(
+            stores: stores,
+            execute: { sql in
+                try await withSQLiteConnection(path) { _ = try await $0.query(sql) }
+            },
+            postgres: nil,
+            sqlitePath: path
+        )
+        try await running(database, migrating: migrating, body)
+    case .postgres:
+        let url = try #require(AuditStoreBackend.postgresURL, "STAMP_TEST_POSTGRES_URL is not set")
+        try await withFreshPostgresDatabase(administeredAt: url) { configuration in
+            let stores = (0..<count).map { _ in PostgresAuditStore(configuration: configuration, logger: logger) }
+            let database = AuditStoreDatabase(
+                stores: stores,
+                execute: { sql in
+                    try await withPostgresClient(configuration) { client in
+                        _ = try await client.query(PostgresQuery(unsafeSQL: sql))
+                    }
+                },
+                postgres: configuration,
+                sqlitePath: nil
+            )
+            try await running(database, migrating: migrating, body)
+        }
+    }
+}
+
+/// Runs `body` with a running PostgreSQL client on `configuration`.
+@discardableResult
+func withPostgresClient<Result: Sendable>(
+    _ configuration: PostgresClient.Configuration,
+    _ body: (PostgresClient) async throws -> Result
+) async throws -> Result {
+    let client = PostgresClient(configuration: configuration, backgroundLogger: AuditStoreBackend.logger)
+    return try await withThrowingTaskGroup { group in
+        group.addTask { await client.run() }
+        defer { group.cancelAll() }
+        return try await body(client)
+    }
+}
+
+/// Whether the cluster of `configuration` has a role named `role`.
+func postgresRoleExists(_ role: String, configuration: PostgresClient.Configuration) async throws -> Bool {
+    try await withPostgresClient(configuration) { client in
+        var exists = false
+        for try await found in try await client.query("SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = \(role))").decode(Bool.self) {
+            exists = found
+        }
+        return exists
+    }
+}
+
+/// The names of the migrations recorded in the database of `configuration`.
+func postgresMigrations(configuration: PostgresClient.Configuration) async throws -> Set<String> {
+    try await withPostgresClient(configuration) { client in
+        var names: Set<String> = []
+        for try await name in try await client.query("SELECT name FROM stamp_audit_migrations").decode(String.self) {
+            names.insert(name)
+        }
+        return names
+    }
+}
+
+/// Runs `body` with a connection of its own to the SQLite file at `path`, as another process
+/// would have, with the stores' busy timeout.
+func withSQLiteConnection<Result: Sendable>(_ path: String, _ body: (SQLiteConnection) async throws -> Result) async throws -> Result {
+    let connection = try await SQLiteConnection.open(storage: .file(path: path), logger: AuditStoreBackend.logger)
+    let result: Result
+    do {
+        _ = try await connection.query("PRAGMA busy_timeout = 10000")
+        result = try await body(connection)
+    } catch {
+        try await connection.close()
+        throw error
+    }
+    try await connection.close()
+    return result
+}
+
+/// Runs each store for the duration of `body`, then closes them all, whether `body` throws or not.
+private func running(_ database: AuditStoreDatabase, migrating: Bool, _ body: (AuditStoreDatabase) async throws -> Void) async throws {
+    try await withThrowingTaskGroup { group in
+        for store in database.stores {
+            group.addTask { try await store.run() }
+        }
+        var failure: (any Error)?
+        do {
+            if migrating {
+                try await database.store.migrate()
+            }
+            try await body(database)
+        } catch {
+            failure = error
+        }
+        for store in database.stores {
+            await store.close()
+        }
+        try await group.waitForAll()
+        if let failure { throw failure }
+    }
+}
+
+/// Creates a database with a unique name on the server of `url`, runs `body` with a configuration for it, and drops it.
+private func withFreshPostgresDatabase(
+    administeredAt url: String,
+    _ body: (PostgresClient.Configuration) async throws -> Void
+) async throws {
+    let administration = try PostgresAuditStore.configuration(url: url)
+    let name = "stamp_audit_test_\(UUID().uuidString.lowercased().filter { $0 != "-" })"
+    try await withPostgresClient(administration) { client in
+        try await client.query("CREATE DATABASE \(unescaped: name)")
+        var configuration = administration
+        configuration.database = name
+        var failure: (any Error)?
+        do {
+            try await body(configuration)
+        } catch {
+            failure = error
+        }
+        try await client.query("DROP DATABASE \(unescaped: name) WITH (FORCE)")
+        if let failure { throw failure }
+    }
+}
+
+extension AuditRow {
+    /// A row whose values are all derived from `id`, `user` and `key`, with sealed values of a few bytes.
+    static func storeTestRow(id: Int64, user: String = "user-1", field: String = "email", key: String? = nil) -> AuditRow {
+        AuditRow(
+            id: StampID(rawValue: id)!,
+            user: user,
+            field: field,
+            actor: "support:\(id)",
+            reason: "ticket \(id)",
+            before: [0x01, UInt8(truncatingIfNeeded: id)],
+            after: [0x02, UInt8(truncatingIfNeeded: id), 0x00],
+            idempotencyKey: key ?? "key-\(id)",
+            requestDigest: Array(repeating: UInt8(truncatingIfNeeded: id), count: 32)
+        )
+    }
+}
