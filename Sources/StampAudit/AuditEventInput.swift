@@ -35,12 +35,15 @@ public enum AuditLimits {
     public static let maxUserLength = 128
     /// Field names: 1 to 64 of `a-z 0-9 . _ -`, starting with a letter.
     public static let maxFieldLength = 64
-    /// Each of `before` and `after`, in UTF-8 bytes.
-    public static let maxValueBytes = 4096
-    /// `actor`, in UTF-8 bytes.
-    public static let maxActorBytes = 256
-    /// `reason`, in UTF-8 bytes.
-    public static let maxReasonBytes = 1024
+    /// Each of `before` and `after`, in Unicode code points (as JSON Schema counts `maxLength`).
+    public static let maxValueLength = 1024
+    /// `actor`, in Unicode code points.
+    public static let maxActorLength = 256
+    /// `reason`, in Unicode code points.
+    public static let maxReasonLength = 1024
+    /// A request body: room for every member at its longest, each code point written as a
+    /// 12-byte escaped surrogate pair.
+    public static let maxBodyBytes = 64 * 1024
     /// `Idempotency-Key`: 1 to 255 visible ASCII characters.
     public static let maxIdempotencyKeyLength = 255
     /// The page size of history reads.
@@ -76,18 +79,18 @@ public enum AuditLimits {
     public static func validate(_ event: AuditEventInput) throws(AuditInputError) {
         try validate(field: event.field)
         for (name, value) in [("before", event.before), ("after", event.after)] {
-            if let value, value.utf8.count > maxValueBytes {
-                throw AuditInputError(.valueTooLarge, "\(name) is limited to \(maxValueBytes) bytes of UTF-8")
+            if let value, value.unicodeScalars.count > maxValueLength {
+                throw AuditInputError(.valueTooLarge, "\(name) is limited to \(maxValueLength) characters")
             }
         }
         guard event.before != nil || event.after != nil else {
             throw AuditInputError(.invalidEvent, "before and after cannot both be null")
         }
-        guard (1...maxActorBytes).contains(event.actor.utf8.count), !event.actor.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
-            throw AuditInputError(.invalidEvent, "actor must be 1 to \(maxActorBytes) bytes of UTF-8 without control characters")
+        guard (1...maxActorLength).contains(event.actor.unicodeScalars.count) else {
+            throw AuditInputError(.invalidEvent, "actor must be 1 to \(maxActorLength) characters")
         }
-        guard event.reason.utf8.count <= maxReasonBytes else {
-            throw AuditInputError(.invalidEvent, "reason is limited to \(maxReasonBytes) bytes of UTF-8")
+        guard event.reason.unicodeScalars.count <= maxReasonLength else {
+            throw AuditInputError(.invalidEvent, "reason is limited to \(maxReasonLength) characters")
         }
     }
 

@@ -3,6 +3,7 @@ import Hummingbird
 import HummingbirdCore
 import Logging
 import NIOCore
+import StampAudit
 import StampServer
 
 /// Builds the HTTP application of an audit server; `stamp audit serve` and the tests both call it.
@@ -11,13 +12,13 @@ import StampServer
 ///   - service: The audit operations. Run its shard map source and shard set as services beside
 ///     the application.
 ///   - tokens: The writer and reader bearer tokens.
-///   - server: Where to listen and the bounds on requests (bodies: 16 KiB by default here).
+///   - server: Where to listen and the bounds on requests (bodies: 64 KiB by default here).
 ///   - metrics: Renders the Prometheus text of `/metrics`; `nil` serves an empty document.
 ///   - logger: The server's logger. Personal-data values never reach it.
 public func buildAuditApplication<C: Clock<Duration>>(
     service: AuditService<C>,
     tokens: AuditTokens,
-    server: StampServer.ServerConfiguration = StampServer.ServerConfiguration(port: 7500, maxBodySize: 16 * 1024),
+    server: StampServer.ServerConfiguration = StampServer.ServerConfiguration(port: 7500, maxBodySize: AuditLimits.maxBodyBytes),
     metrics: (@Sendable () -> String)? = nil,
     logger: Logger
 ) -> some ApplicationProtocol {

@@ -156,7 +156,8 @@ struct AuditRoutes<C: Clock<Duration>>: Sendable {
 
     func event(_ request: Request, context: BasicRequestContext) async throws -> Response {
         let role = try tokens.role(of: request)
-        let text = context.parameters.get("id") ?? ""
+        let raw = context.parameters.get("id") ?? ""
+        let text = raw.removingPercentEncoding ?? raw
         let id: StampID
         do {
             id = try StampID(parsing: text)
@@ -185,7 +186,9 @@ struct AuditRoutes<C: Clock<Duration>>: Sendable {
     }
 
     static func user(_ context: BasicRequestContext) throws -> String {
-        let user = context.parameters.get("userId") ?? ""
+        // Path segments arrive percent-encoded (`alice%40example` for `alice@example`).
+        let raw = context.parameters.get("userId") ?? ""
+        let user = raw.removingPercentEncoding ?? raw
         try check { () throws(AuditInputError) in try AuditLimits.validate(user: user) }
         return user
     }

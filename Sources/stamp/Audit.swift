@@ -115,7 +115,7 @@ struct AuditServe: AsyncParsableCommand {
         let levelText = value(logLevel, "STAMP_LOG_LEVEL") ?? "info"
         guard let level = Logger.Level(rawValue: levelText) else { throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical") }
         return Settings(
-            server: ServerConfiguration(host: String(listen[..<colon]), port: port, maxBodySize: 16 * 1024),
+            server: ServerConfiguration(host: String(listen[..<colon]), port: port, maxBodySize: AuditLimits.maxBodyBytes),
             shardMapPath: value(shardMap, "STAMP_SHARD_MAP") ?? ".stamp/shard-map.json",
             generators: generators,
             layout: layout,

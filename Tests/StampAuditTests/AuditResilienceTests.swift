@@ -136,7 +136,7 @@ struct AuditResilienceTests {
                 // Errors about writes carrying the marker: a reused key, a value too large, a bad field.
                 for (key, body) in [
                     ("m1", API.body(before: "\(marker)-other", after: "\(marker)-after")),
-                    ("m2", API.body(before: marker + String(repeating: "x", count: 4096))),
+                    ("m2", API.body(before: marker + String(repeating: "x", count: 1024))),
                     ("m3", API.body(field: "Bad", before: marker)),
                 ] {
                         bodies.append(try await client.execute(uri: "/v1/users/mallory/events", method: .post, headers: API.writeHeaders(key: key), body: body) { response in
