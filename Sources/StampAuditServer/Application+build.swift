@@ -37,23 +37,12 @@ public func buildAuditApplication<C: Clock<Duration>>(
         }
         return AuditRoutes<C>.json(#"{"status":"ready","shardMapVersion":\#(service.shardMap.current.version)}"#)
     }
-    router.get("/metrics") { _, _ in
-        Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8", .cacheControl: "no-store"], body: ResponseBody(byteBuffer: ByteBuffer(string: metrics?() ?? "")))
-    }
-    router.get("/openapi.yaml") { _, _ in
-        guard let text = AuditOpenAPIDocument.text else {
-            throw Problem(.internalError, status: .internalServerError, detail: "the OpenAPI document is missing from this build")
-        }
-        return Response(status: .ok, headers: [.contentType: "application/yaml"], body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
-    }
+    router.get("/metrics") { _, _ in OperationalResponses.metrics(metrics?() ?? "") }
+    router.get("/openapi.yaml") { _, _ in try OperationalResponses.openAPI(AuditOpenAPIDocument.text) }
 
-    let http1 = HTTP1Channel.Configuration(
-        idleTimeout: TimeAmount.nanoseconds(Int64(server.idleTimeout.components.seconds) * 1_000_000_000 + server.idleTimeout.components.attoseconds / 1_000_000_000),
-        httpDecoderConfiguration: .init(maxHeaderFieldSize: server.maxHeaderSize, maxHeaderListSize: server.maxHeaderSize, maxHeaderFieldCount: 100)
-    )
     return Application(
         router: router,
-        server: .http1(configuration: http1),
+        server: .http1(configuration: server.http1),
         configuration: ApplicationConfiguration(address: .hostname(server.host, port: server.port), serverName: "stamp-audit"),
         logger: logger
     )

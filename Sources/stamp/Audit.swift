@@ -129,18 +129,7 @@ struct AuditServe: AsyncParsableCommand {
 
     func run() async throws {
         let settings = try settings()
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = settings.logLevel
-            return handler
-        }
-        let registry = PrometheusCollectorRegistry()
-        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
-        let logger = {
-            var logger = Logger(label: "stamp.audit")
-            logger.logLevel = settings.logLevel
-            return logger
-        }()
+        let (logger, registry) = ServerObservability.bootstrap(label: "stamp.audit", level: settings.logLevel)
 
         try Self.createDefaultMapIfMissing(at: settings.shardMapPath, logger: logger)
         let folder = URL(fileURLWithPath: settings.shardMapPath).deletingLastPathComponent().path

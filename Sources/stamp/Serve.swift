@@ -125,15 +125,7 @@ struct Serve: AsyncParsableCommand {
 
     func run() async throws {
         let settings = try settings()
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = settings.logLevel
-            return handler
-        }
-        let registry = PrometheusCollectorRegistry()
-        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
-        var logger = Logger(label: "stamp")
-        logger.logLevel = settings.logLevel
+        let (logger, registry) = ServerObservability.bootstrap(label: "stamp", level: settings.logLevel)
 
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         var knowsShard: (@Sendable (Int) async -> Bool)?
@@ -201,5 +193,22 @@ enum DurationText {
             }
         }
         throw ValidationError("\(name) must be a whole number with a unit (ms, s or m), such as 500ms or 10s; got '\(text)'")
+    }
+}
+
+/// The process-wide logging and metrics of a server command: logs to standard error at `level`,
+/// metrics to a Prometheus registry that `/metrics` renders.
+enum ServerObservability {
+    static func bootstrap(label: String, level: Logger.Level) -> (Logger, PrometheusCollectorRegistry) {
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        var logger = Logger(label: label)
+        logger.logLevel = level
+        return (logger, registry)
     }
 }

@@ -73,7 +73,7 @@ import Testing
         try map.write(to: path)
         let prepared = PreparedVersions()
         let clock = ManualClock()
-        let source = try ShardMapSource(path: path, layout: layout, clock: clock, logger: Logger(label: "test")) { map in
+        let source = try ShardMapSource(path: path, layout: layout, clock: clock, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })) { map in
             try prepared.record(map.version)
         }
         #expect(source.current.version == 1)

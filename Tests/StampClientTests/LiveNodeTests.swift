@@ -68,7 +68,9 @@ struct LiveNodeTests {
 
     @Test func healthyClusterServesEveryRequestFirstTime() async throws {
         try await LiveNode.withCluster(count: 3) { proxies in
-            let client = Self.client(proxies)
+            // Nothing fails here, so a long attempt timeout costs nothing; it keeps a test machine
+            // busy with the other suites from turning a slow answer into a retry.
+            let client = Self.client(proxies, timeout: .seconds(20))
             var ids: [StampID] = []
             for _ in 0..<60 { ids.append(try await client.nextID(shard: 7)) }
             ids += try await client.nextIDs(shard: 7, count: 500)
