@@ -36,7 +36,7 @@ struct Demo: AsyncParsableCommand {
     var duration: String = "10s"
 
     @Option(help: "Audit writes per second, started on a fixed schedule.")
-    var rate: Int = 2000
+    var rate: Int = 500
 
     @Option(help: "How many users the writes are spread over.")
     var users: Int = 10_000
