@@ -23,6 +23,37 @@ struct ClusterProcessTests {
         try await runCluster(store: Self.postgresURL!, directory: directory)
     }
 
+    /// A node started with a shard map issues IDs only for the shards it lists, and sees a new
+    /// version written while it runs at the first request for a new shard, without a restart.
+    @Test func theShardMapBoundsTheShardsANodeServes() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("stamp-process-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let map = directory.appendingPathComponent("shard-map.json")
+        func writeMap(version: Int, shards: [Int]) throws {
+            let entries = shards.map { #"{"id": \#($0), "database": "sqlite:shard-\#($0).sqlite", "state": "active"}"# }
+            let assignments = shards.enumerated().map { #"{"slots": "\#($0.offset)", "shard": \#($0.element)}"# }
+            let text = #"{"version": \#(version), "slots": \#(shards.count), "shards": [\#(entries.joined(separator: ","))], "assignments": [\#(assignments.joined(separator: ","))]}"#
+            try Data(text.utf8).write(to: map, options: .atomic)
+        }
+        try writeMap(version: 1, shards: [0, 1])
+        let node = try StampProcess(serve: ["--store", "sqlite:\(directory.path)/coordination.sqlite", "--shard-map", map.path], directory: directory)
+        defer { node.stop(signal: SIGKILL) }
+        try await node.waitUntilReady()
+        #expect(try await HTTP.get("\(node.baseURL)/v1/ids?shard=1").1 == 200)
+        let (refusal, status) = try await HTTP.get("\(node.baseURL)/v1/ids?shard=5")
+        #expect(status == 400)
+        #expect(String(decoding: refusal, as: UTF8.self).contains("urn:stamp:problem:unknown-shard"))
+
+        try writeMap(version: 2, shards: [0, 1, 5])
+        let (data, accepted) = try await HTTP.get("\(node.baseURL)/v1/ids?shard=5")
+        #expect(accepted == 200, "the node re-read the map for the unknown shard")
+        let batch = try JSONDecoder().decode(Batch.self, from: data)
+        #expect(try batch.ids.allSatisfy { try StampID(decimal: $0).fields(in: .default).shard == 5 })
+        node.stop(signal: SIGTERM)
+        #expect(node.log.contains("shard map applied"))
+    }
+
     /// SIGTERM stops a node gracefully: it exits with status 0 and releases its lease, so the next
     /// node on the store claims the same node ID at once, above the kept reservation.
     @Test func sigtermReleasesTheLease() async throws {
