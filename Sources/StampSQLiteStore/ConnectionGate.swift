@@ -56,7 +56,9 @@ final class ConnectionGate: Sendable {
             return (state.connection, state.threadPool)
         }
         do {
-            try await connection?.close()
+            // The future form: the async one refuses to run in a cancelled task and would leave
+            // the connection open.
+            try await connection?.close().get()
             try await threadPool?.shutdownGracefully()
         } catch {
             logger.debug("closing the SQLite connection failed", metadata: ["stamp.error": "\(error)"])
