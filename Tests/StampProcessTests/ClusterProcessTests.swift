@@ -101,12 +101,14 @@ struct ClusterProcessTests {
         let addresses = nodes.map(\.baseURL)
         let requestsPerClient = 150
 
+        let completed = ProgressCount()
         let observations = try await withThrowingTaskGroup(of: Observation.self) { group in
             for client in 0..<4 {
                 group.addTask {
                     var observation = Observation()
                     var lastByNode: [Int: Int64] = [:]
                     for request in 0..<requestsPerClient {
+                        defer { completed.increment() }
                         let base = addresses[(client + request) % addresses.count]
                         guard let (data, status) = try? await HTTP.get("\(base)/v1/ids?count=50&shard=\(client)"), status == 200,
                               let batch = try? JSONDecoder().decode(Batch.self, from: data)
@@ -124,10 +126,10 @@ struct ClusterProcessTests {
                     return observation
                 }
             }
-            // Meanwhile, node 2 is killed with SIGKILL and restarted, three times, 300 ms apart. Real time
-            // is the point: the kills must fall while the clients' real requests are in flight.
-            for _ in 0..<3 {
-                try await Task.sleep(for: .milliseconds(300))
+            // Meanwhile, node 2 is killed with SIGKILL and restarted three times, after a sixth, a third
+            // and a half of the requests, so that the kills fall while the clients' requests are in flight.
+            for share in 1...3 {
+                await completed.waitUntil(4 * requestsPerClient * share / 6)
                 nodes[2].stop(signal: SIGKILL)
                 nodes[2] = try StampProcess(serve: arguments, directory: directory, port: nodes[2].port)
                 try await nodes[2].waitUntilReady()

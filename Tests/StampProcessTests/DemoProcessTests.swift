@@ -3,7 +3,7 @@ import Testing
 
 /// `stamp demo`: the whole topology on loopback, a short run, every check passing, and no
 /// process left behind, also when the demo is interrupted.
-@Suite("Demo", .serialized)
+@Suite("Demo", .serialized, .timeLimit(.minutes(5)))
 struct DemoProcessTests {
     static let postgresURL = ProcessInfo.processInfo.environment["STAMP_TEST_POSTGRES_PROCESS_URL"]
 
@@ -20,13 +20,8 @@ struct DemoProcessTests {
     @Test func anInterruptedDemoLeavesNoProcess() async throws {
         let demo = try DemoRun(arguments: ["--duration", "60s", "--rate", "100"])
         defer { demo.removeOutput() }
-        // Polling the progress output: the running demo gives no other sign that the load has begun.
-        var polls = 0
-        while !demo.errors.contains("t=1s"), demo.process.isRunning, polls < 1200 {
-            polls += 1
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        #expect(demo.errors.contains("t=1s"), "the demo did not start its load: \(demo.errors)")
+        // The first progress line says the load has begun.
+        #expect(await demo.progress.waitFor("t=1s "), "the demo did not start its load: \(demo.errors)")
         kill(demo.process.processIdentifier, SIGINT)
         let status = try await demo.waitForExit()
         #expect(status == 130, "\(demo.errors)")
@@ -82,21 +77,22 @@ struct DemoProcessTests {
 private final class DemoRun: @unchecked Sendable {
     let process = Process()
     let output: URL
-    let errorOutput: URL
+    /// Standard error: the folder line and the progress lines.
+    let progress = OutputWatcher()
     private let exited = AsyncStream<Int32>.makeStream()
 
     init(arguments: [String]) throws {
         let name = "stamp-demo-test-\(UUID().uuidString.prefix(8))"
         output = FileManager.default.temporaryDirectory.appendingPathComponent("\(name).out")
-        errorOutput = FileManager.default.temporaryDirectory.appendingPathComponent("\(name).err")
         _ = FileManager.default.createFile(atPath: output.path, contents: nil)
-        _ = FileManager.default.createFile(atPath: errorOutput.path, contents: nil)
         process.executableURL = StampProcess.binary
         process.arguments = ["demo"] + arguments
         process.standardOutput = try FileHandle(forWritingTo: output)
-        process.standardError = try FileHandle(forWritingTo: errorOutput)
+        process.standardError = progress.pipe
         let continuation = exited.continuation
+        let progress = self.progress
         process.terminationHandler = { process in
+            progress.finish()
             continuation.yield(process.terminationStatus)
             continuation.finish()
         }
@@ -104,7 +100,7 @@ private final class DemoRun: @unchecked Sendable {
     }
 
     var report: String { (try? String(contentsOf: output, encoding: .utf8)) ?? "" }
-    var errors: String { (try? String(contentsOf: errorOutput, encoding: .utf8)) ?? "" }
+    var errors: String { progress.contents }
 
     /// The demo's temporary folder, from its first line on standard error.
     var folder: String? {
@@ -112,32 +108,22 @@ private final class DemoRun: @unchecked Sendable {
         return String(line.dropFirst("stamp demo: folder ".count))
     }
 
-    /// The exit status; a demo still running after 5 minutes is killed and the test fails.
+    /// The exit status. A hung demo meets the suite's time limit, which cancels the wait and
+    /// kills the demo.
     func waitForExit() async throws -> Int32 {
         let stream = exited.stream
-        let status = try await withThrowingTaskGroup(of: Int32?.self) { group in
-            group.addTask {
-                for await status in stream { return status }
-                return nil
-            }
-            // Only a guard against a hung demo, whose run takes seconds.
-            group.addTask {
-                try await Task.sleep(for: .seconds(300))
-                return nil
-            }
-            let first = try await group.next() ?? nil
-            group.cancelAll()
-            return first
+        let pid = process.processIdentifier
+        let status: Int32? = await withTaskCancellationHandler {
+            var iterator = stream.makeAsyncIterator()
+            return await iterator.next()
+        } onCancel: {
+            kill(pid, SIGKILL)
         }
-        guard let status else {
-            kill(process.processIdentifier, SIGKILL)
-            throw ProcessTestError("stamp demo did not end within 5 minutes: \(errors)")
-        }
+        guard let status else { throw ProcessTestError("stamp demo did not report its exit: \(errors)") }
         return status
     }
 
     func removeOutput() {
         try? FileManager.default.removeItem(at: output)
-        try? FileManager.default.removeItem(at: errorOutput)
     }
 }

@@ -24,22 +24,21 @@ struct LoadProcessTests {
         load.executableURL = StampProcess.binary
         load.arguments = ["load", "--nodes", nodes.map(\.baseURL).joined(separator: ","), "--rate", String(Self.rate), "--duration", "30s", "--clients", "4"]
         let output = Pipe()
-        let progress = directory.appendingPathComponent("load-progress.log")
-        _ = FileManager.default.createFile(atPath: progress.path, contents: nil)
+        let progress = OutputWatcher()
         load.standardOutput = output
-        load.standardError = try FileHandle(forWritingTo: progress)
+        load.standardError = progress.pipe
+        load.terminationHandler = { _ in progress.finish() }
         try load.run()
 
-        // At 5 s node 2 is killed and restarted on its port; at 15 s node 1 is stopped for 5 s.
-        // Real time is the point here: the faults must land inside the real-time run of `stamp load`
-        // (30 s at a fixed rate), and a stopped process can only be stopped for a span of real time.
-        try await Task.sleep(for: .seconds(5))
+        // Timed by the load's own progress lines (one a second): after its 5th second node 2 is
+        // killed and restarted on its port; node 1 is stopped from the 13th second to the 18th.
+        #expect(await progress.waitFor("t=5s "), "stamp load reports its progress")
         nodes[2].stop(signal: SIGKILL)
         nodes[2] = try StampProcess(serve: arguments, directory: directory, port: nodes[2].port)
         try await nodes[2].waitUntilReady()
-        try await Task.sleep(for: .seconds(8))
+        #expect(await progress.waitFor("t=13s "))
         kill(nodes[1].process.processIdentifier, SIGSTOP)
-        try await Task.sleep(for: .seconds(5))
+        #expect(await progress.waitFor("t=18s "))
         kill(nodes[1].process.processIdentifier, SIGCONT)
 
         await withCheckedContinuation { (finished: CheckedContinuation<Void, Never>) in
@@ -50,7 +49,7 @@ struct LoadProcessTests {
         }
         let report = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         print("stamp load report:\n\(report)")
-        print("progress:\n\((try? String(contentsOf: progress, encoding: .utf8)) ?? "")")
+        print("progress:\n\(progress.contents)")
         let figures = Self.figures(report)
         #expect(figures["failed"] == 0)
         #expect(figures["duplicates"] == 0)

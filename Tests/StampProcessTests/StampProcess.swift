@@ -88,3 +88,90 @@ enum HTTP {
         return (data, (response as? HTTPURLResponse)?.statusCode ?? 0)
     }
 }
+
+/// A child process's output, read as it arrives, so that a test waits for a line the process
+/// prints instead of sleeping or polling.
+final class OutputWatcher: @unchecked Sendable {
+    let pipe = Pipe()
+    private let lock = NSLock()
+    private var text = ""
+    private var ended = false
+    private var waiters: [(needle: String, continuation: CheckedContinuation<Bool, Never>)] = []
+
+    init() {
+        pipe.fileHandleForReading.readabilityHandler = { [weak self] handle in
+            let data = handle.availableData
+            if data.isEmpty {
+                handle.readabilityHandler = nil
+                self?.finish()
+            } else {
+                self?.append(String(decoding: data, as: UTF8.self))
+            }
+        }
+    }
+
+    /// Everything read so far.
+    var contents: String { lock.withLock { text } }
+
+    /// Waits until the output contains `needle`; `false` when the output ends first.
+    func waitFor(_ needle: String) async -> Bool {
+        await withCheckedContinuation { continuation in
+            let answer: Bool? = lock.withLock {
+                if text.contains(needle) { return true }
+                if ended { return false }
+                waiters.append((needle, continuation))
+                return nil
+            }
+            if let answer { continuation.resume(returning: answer) }
+        }
+    }
+
+    /// Marks the output ended (the process exited), answering every waiter still waiting.
+    func finish() {
+        let waiting = lock.withLock {
+            ended = true
+            defer { waiters = [] }
+            return waiters
+        }
+        waiting.forEach { $0.continuation.resume(returning: false) }
+    }
+
+    private func append(_ chunk: String) {
+        let ready = lock.withLock {
+            text += chunk
+            let ready = waiters.filter { text.contains($0.needle) }
+            waiters.removeAll { text.contains($0.needle) }
+            return ready
+        }
+        ready.forEach { $0.continuation.resume(returning: true) }
+    }
+}
+
+/// A count that tasks raise and a test awaits, for faults that must land while work is under way.
+final class ProgressCount: @unchecked Sendable {
+    private let lock = NSLock()
+    private var count = 0
+    private var waiters: [(target: Int, continuation: CheckedContinuation<Void, Never>)] = []
+
+    func increment() {
+        let ready = lock.withLock {
+            count += 1
+            let ready = waiters.filter { $0.target <= count }
+            waiters.removeAll { $0.target <= count }
+            return ready
+        }
+        ready.forEach { $0.continuation.resume() }
+    }
+
+    /// Waits until the count reaches `target`.
+    func waitUntil(_ target: Int) async {
+        await withCheckedContinuation { continuation in
+            let reached = lock.withLock {
+                if count >= target { return true }
+                waiters.append((target, continuation))
+                return false
+            }
+            if reached { continuation.resume() }
+        }
+    }
+}
