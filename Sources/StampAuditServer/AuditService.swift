@@ -19,17 +19,6 @@ extension StampIDClient: AuditIDSource {
     public var isReachable: Bool { !healthyNodes.isEmpty }
 }
 
-/// A stored event as the API shows it.
-public struct AuditEvent: Sendable, Equatable {
-    public var row: AuditRow
-    /// The opened values; present only for callers allowed to read personal data.
-    public var values: (before: String?, after: String?)?
-
-    public static func == (lhs: AuditEvent, rhs: AuditEvent) -> Bool {
-        lhs.row == rhs.row && lhs.values?.before == rhs.values?.before && lhs.values?.after == rhs.values?.after
-    }
-}
-
 /// The audit log's operations: record a change, read a user's history, its latest change of a
 /// field, one event. Stateless apart from connections: any number of servers can run it.
 public struct AuditService<C: Clock<Duration>>: Sendable {

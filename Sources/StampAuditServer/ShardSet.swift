@@ -49,9 +49,6 @@ public final class ShardSet: Service, Sendable {
         shards.withLock { $0[id] }
     }
 
-    /// The IDs of the open shards.
-    public var openIDs: Set<Int> { shards.withLock { Set($0.keys) } }
-
     /// Opens and migrates every shard of `map` not open yet. Idempotent.
     public func prepare(_ map: ShardMap) async throws {
         for shard in map.shards where self.shard(shard.id) == nil {

@@ -155,9 +155,6 @@ public struct ShardMap: Sendable, Equatable, Codable {
         shards.contains { $0.id == id }
     }
 
-    /// The IDs of every shard in the map.
-    public var shardIDs: Set<Int> { Set(shards.map(\.id)) }
-
     /// Checks the map against the ID layout: shard IDs unique and within the layout, every slot
     /// assigned exactly once to an active shard, former owners known.
     public func validate(layout: IDLayout) throws(ShardMapError) {
@@ -235,8 +232,6 @@ public struct ShardMapError: Error, Sendable, CustomStringConvertible {
         case invalid
         /// The file cannot be read.
         case unreadable
-        /// The document's version is below the one in use.
-        case versionWentBack = "version-went-back"
     }
 
     public let code: Code

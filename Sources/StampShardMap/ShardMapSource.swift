@@ -55,6 +55,11 @@ public final class ShardMapSource<C: Clock<Duration>>: Service, Sendable {
     /// The map in use.
     public var current: ShardMap { state.withLock { $0.map } }
 
+    /// Whether the map in use lists shard `id`, without copying the map (for the ID hot path).
+    public func knows(shard id: Int) -> Bool {
+        state.withLock { $0.map.knows(shard: id) }
+    }
+
     /// Re-reads the file when its inode, size or modification time changed, and moves to a higher
     /// version after `prepare` succeeds. Returns the map in use afterwards.
     @discardableResult

@@ -140,7 +140,7 @@ struct Serve: AsyncParsableCommand {
             services.append(.init(service: source))
             // An unknown shard may be in a newer version than the last poll saw: check the file first.
             knowsShard = { shard in
-                source.current.knows(shard: shard) ? true : await source.refreshIfChanged().knows(shard: shard)
+                source.knows(shard: shard) ? true : await source.refreshIfChanged().knows(shard: shard)
             }
         }
         let store = try settings.store.makeStore(logger: logger)
