@@ -132,43 +132,63 @@ public struct GeneratorState: Sendable {
 /// The position arithmetic behind ``IDGenerator``'s lock-free path.
 ///
 /// A position packs an ID's time and sequence as `time << sequenceBits | sequence`, so that position + 1
-/// is the next ID's. The generator publishes the last position in an atomic word whose top bit, ``openBit``,
-/// is set only while the next request needs no decision beyond counting up in the same millisecond: the
-/// last wall time seen equals the last time issued, the sequence is not exhausted, the lead allowed is not
-/// negative and the last time is below the time limit. For a request at that same wall time whose `after`
-/// is not past the position and whose IDs fit in the millisecond, ``take(count:wallUnixMilliseconds:after:)``
-/// would issue the positions right after it, count no backward step and change nothing but the sequence
-/// and the issued counter: exactly what ``issuing(count:atTime:afterPosition:from:)`` and
-/// ``recordIssued(upTo:)`` do.
+/// is the next ID's, also across a millisecond (a borrowed one included). The generator publishes the last
+/// position in an atomic word whose top bit, ``openBit``, is set only while a ``LockFreeWindow`` exists: the
+/// last wall time seen and the highest position that lead, time limit and layout allow at that wall time.
+/// For a request whose wall reading is that wall time, whose `after` is not past the position and whose IDs
+/// stay within the window, ``take(count:wallUnixMilliseconds:after:)`` would issue the positions right after
+/// it, count no backward step and change nothing but the last position and the issued counter: exactly what
+/// ``issuing(count:atTime:afterPosition:from:window:)`` and ``recordIssued(upTo:)`` do. So at the layout's
+/// ceiling, where every millisecond is borrowed, one decision per wall millisecond takes the lock.
 extension GeneratorState {
     /// The bit of a published word that says it may be advanced without the lock.
     static let openBit: UInt64 = 1 << 63
 
-    /// The word to publish for this state: the last position, with ``openBit`` when the next requests
-    /// in the same millisecond can skip the decision.
+    /// Where the lock-free path may issue: at wall time `wallTime` (layout units), up to `limitPosition`.
+    struct LockFreeWindow: Equatable {
+        let wallTime: Int64
+        let limitPosition: Int64
+    }
+
+    /// The last position issued, `time << sequenceBits | sequence`, or -1 before the first.
+    var lastPosition: Int64 {
+        lastTime < 0 ? -1 : lastTime << Int64(layout.sequenceBits) | lastSequence
+    }
+
+    /// The window for lock-free issuing in this state, or `nil` when every request needs a decision.
+    var lockFreeWindow: LockFreeWindow? {
+        guard lastTime >= 0, let wall = lastWallTime, wall >= 0, lastTime >= wall, maxLeadMilliseconds >= 0 else { return nil }
+        var limitTime = min(layout.maxTime, wall + min(maxLeadMilliseconds, layout.maxTime))
+        if let timeLimit { limitTime = min(limitTime, timeLimit - 1) }
+        let limitPosition = limitTime << Int64(layout.sequenceBits) | layout.maxSequence
+        guard limitTime >= 0, lastPosition < limitPosition else { return nil }
+        return LockFreeWindow(wallTime: wall, limitPosition: limitPosition)
+    }
+
+    /// The word to publish for this state: the last position, with ``openBit`` when it has a lock-free window.
     var publishedWord: UInt64 {
         guard lastTime >= 0 else { return 0 }
-        let position = UInt64(lastTime) << UInt64(layout.sequenceBits) | UInt64(lastSequence)
-        let open = lastWallTime == lastTime && lastSequence < layout.maxSequence && maxLeadMilliseconds >= 0 && lastTime < timeLimit ?? .max
-        return open ? position | Self.openBit : position
+        let position = UInt64(lastPosition)
+        return lockFreeWindow == nil ? position : position | Self.openBit
     }
 
     /// The published word after issuing `count` IDs at wall time `time` (layout time units), each above
-    /// `afterPosition`; `nil` when the request needs a decision under the lock.
+    /// `afterPosition`, within `window`; `nil` when the request needs a decision under the lock.
     @inline(__always)
-    static func issuing(count: Int64, atTime time: Int64, afterPosition: Int64, from word: UInt64, sequenceBits: Int64, maxSequence: Int64) -> UInt64? {
-        guard word & openBit != 0 else { return nil }
+    static func issuing(count: Int64, atTime time: Int64, afterPosition: Int64, from word: UInt64, window: LockFreeWindow) -> UInt64? {
+        guard word & openBit != 0, time == window.wallTime else { return nil }
         let position = Int64(bitPattern: word & ~openBit)
-        guard position >> sequenceBits == time, (position & maxSequence) + count <= maxSequence, afterPosition <= position else { return nil }
+        guard afterPosition <= position, count <= window.limitPosition - position else { return nil }
         return word + UInt64(count)
     }
 
     /// Accounts for the IDs issued from the published word up to `word` without a decision.
     mutating func recordIssued(upTo word: UInt64) {
         guard word & Self.openBit != 0 else { return }
-        let sequence = Int64(bitPattern: word & ~Self.openBit) & layout.maxSequence
-        statistics.issued += UInt64(sequence - lastSequence)
-        lastSequence = sequence
+        let position = Int64(bitPattern: word & ~Self.openBit)
+        statistics.issued += UInt64(position - lastPosition)
+        lastTime = position >> Int64(layout.sequenceBits)
+        lastSequence = position & layout.maxSequence
     }
 }
 

@@ -7,9 +7,10 @@ import Synchronization
 /// before, whatever the shard.
 ///
 /// Most requests take no lock: while the state allows it, the last position is published in one atomic
-/// word that callers advance with a compare-and-exchange when their wall-clock reading is the millisecond
-/// of that position (see ``GeneratorState/publishedWord``). Any other request, such as the first in a new
-/// millisecond, a backward step or a refusal, closes the word and lets the state decide under the lock.
+/// word that callers advance with a compare-and-exchange when their wall-clock reading is the wall time
+/// the word was published at and their IDs fit its window (see ``GeneratorState/lockFreeWindow``), borrowed
+/// milliseconds included. Any other request, such as the first of a new wall millisecond, a backward step
+/// or a refusal, closes the word and lets the state decide under the lock.
 public final class IDGenerator: Sendable {
     /// Largest number of IDs one call may ask for.
     public static let maxBatch = 1_000_000
@@ -26,8 +27,19 @@ public final class IDGenerator: Sendable {
     private let sequenceShift: Int64
     private let shardShift: Int64
     private let maxShard: Int
-    private let state: Mutex<GeneratorState>
+    private let locked: Mutex<Locked>
     private let word = Atomic<UInt64>(0)
+    /// The window of the open word, written under the lock only while the word is closed.
+    private let windowWallTime = Atomic<Int64>(0)
+    private let windowLimitPosition = Atomic<Int64>(0)
+
+    private struct Locked {
+        var state: GeneratorState
+        /// The position of the word when it was last closed. The word reopens only above it, so a
+        /// reopened word never equals one a lock-free caller read before the close, and a successful
+        /// compare-and-exchange proves that the window it read is still the published one.
+        var closedPosition: Int64 = -1
+    }
 
     /// Creates a generator for `node`, which must fit the layout.
     public init(layout: IDLayout = .default, node: Int, maxLeadMilliseconds: Int64 = 1000, wallClock: any WallClock = SystemWallClock()) throws(GeneratorError) {
@@ -47,7 +59,7 @@ public final class IDGenerator: Sendable {
         self.sequenceShift = layout.sequenceShift
         self.shardShift = layout.shardShift
         self.maxShard = layout.maxShard
-        self.state = Mutex(GeneratorState(layout: layout, maxLeadMilliseconds: maxLeadMilliseconds))
+        self.locked = Mutex(Locked(state: GeneratorState(layout: layout, maxLeadMilliseconds: maxLeadMilliseconds)))
     }
 
     /// Issues one ID for `shard`, or throws a refusal that says how long to wait.
@@ -114,8 +126,8 @@ public final class IDGenerator: Sendable {
 
     /// The current counters, with the lead measured now.
     public var statistics: GeneratorStatistics {
-        state.withLock { state in
-            var current = state
+        locked.withLock { locked in
+            var current = locked.state
             current.recordIssued(upTo: word.load(ordering: .acquiring))
             var statistics = current.statistics
             statistics.leadMilliseconds = current.lead(atWallUnixMilliseconds: readWallClock())
@@ -126,10 +138,10 @@ public final class IDGenerator: Sendable {
     /// Runs `body` on the state under the lock: how the lease keeper sets the reservation limit
     /// and moves past a previous owner's reservation.
     public func withState<Result: Sendable>(_ body: (inout GeneratorState) -> Result) -> Result {
-        state.withLock { state in
-            closeWord(of: &state)
-            defer { publishWord(of: state) }
-            return body(&state)
+        locked.withLock { locked in
+            closeWord(of: &locked)
+            defer { publishWord(of: &locked) }
+            return body(&locked.state)
         }
     }
 
@@ -144,8 +156,10 @@ public final class IDGenerator: Sendable {
     @inline(__always)
     private func issueWithoutLock(count: Int64, wall: Int64, afterPosition: Int64) -> UInt64? {
         let time = wall - epochUnixMilliseconds
-        var current = word.load(ordering: .relaxed)
-        while let desired = GeneratorState.issuing(count: count, atTime: time, afterPosition: afterPosition, from: current, sequenceBits: sequenceBits, maxSequence: maxSequence) {
+        var current = word.load(ordering: .acquiring)
+        guard current & GeneratorState.openBit != 0 else { return nil }
+        let window = GeneratorState.LockFreeWindow(wallTime: windowWallTime.load(ordering: .relaxed), limitPosition: windowLimitPosition.load(ordering: .relaxed))
+        while let desired = GeneratorState.issuing(count: count, atTime: time, afterPosition: afterPosition, from: current, window: window) {
             let (exchanged, original) = word.weakCompareExchange(expected: current, desired: desired, ordering: .acquiringAndReleasing)
             if exchanged { return desired }
             current = original
@@ -157,24 +171,33 @@ public final class IDGenerator: Sendable {
     /// for the lock may be stale, which would count a false backward step and, with several threads at
     /// the layout's ceiling, refuse callers that the current time allows.
     private func take(count: Int, after: (time: Int64, sequence: Int64)?) -> GeneratorState.Decision {
-        state.withLock { state in
-            closeWord(of: &state)
+        locked.withLock { locked in
+            closeWord(of: &locked)
             let current = readWallClock()
-            let decision = state.take(count: count, wallUnixMilliseconds: current, after: after)
-            publishWord(of: state)
+            let decision = locked.state.take(count: count, wallUnixMilliseconds: current, after: after)
+            publishWord(of: &locked)
             return decision
         }
     }
 
-    /// Stops lock-free issuing and folds the IDs it issued into `state`; called under the lock.
-    private func closeWord(of state: inout GeneratorState) {
+    /// Stops lock-free issuing and folds the IDs it issued into the state; called under the lock.
+    private func closeWord(of locked: inout Locked) {
         guard word.load(ordering: .acquiring) & GeneratorState.openBit != 0 else { return }
         let (closed, _) = word.bitwiseAnd(~GeneratorState.openBit, ordering: .acquiringAndReleasing)
-        state.recordIssued(upTo: closed)
+        locked.state.recordIssued(upTo: closed)
+        locked.closedPosition = locked.state.lastPosition
     }
 
-    /// Publishes `state` for lock-free issuing; called under the lock.
-    private func publishWord(of state: GeneratorState) {
+    /// Publishes the state for lock-free issuing, opening the word only above the position it was last
+    /// closed at; called under the lock, with the word closed.
+    private func publishWord(of locked: inout Locked) {
+        let state = locked.state
+        guard let window = state.lockFreeWindow, state.lastPosition > locked.closedPosition else {
+            word.store(state.publishedWord & ~GeneratorState.openBit, ordering: .releasing)
+            return
+        }
+        windowWallTime.store(window.wallTime, ordering: .relaxed)
+        windowLimitPosition.store(window.limitPosition, ordering: .relaxed)
         word.store(state.publishedWord, ordering: .releasing)
     }
 

@@ -8,7 +8,7 @@ struct LockFreePathTests {
     static let start: Int64 = 1_767_225_600_000
 
     /// Random walks of a state (clock steps, batches, `after` bounds, time limits, lead changes): whenever
-    /// the published word lets a request through without the lock, `take` issues the same IDs and leaves
+    /// the published word lets a request through without the lock, borrowed milliseconds included, `take` issues the same IDs and leaves
     /// the same state as counting them from the word.
     @Test(arguments: [1 as UInt64, 2, 3, 4, 5, 6, 7, 8])
     func lockFreeIssuesMatchTheStateMachine(seed: UInt64) throws {
@@ -17,6 +17,7 @@ struct LockFreePathTests {
         var state = GeneratorState(layout: layout, maxLeadMilliseconds: 3)
         var wall = Self.start
         var lockFreeRequests = 0
+        var borrowingRequests = 0
 
         for _ in 0..<20_000 {
             switch Int.random(in: 0..<100, using: &random) {
@@ -40,7 +41,8 @@ struct LockFreePathTests {
 
             var decided = state
             let decision = decided.take(count: count, wallUnixMilliseconds: wall, after: after)
-            if let advanced = GeneratorState.issuing(count: Int64(count), atTime: time, afterPosition: afterPosition, from: word, sequenceBits: Int64(layout.sequenceBits), maxSequence: layout.maxSequence) {
+            if let window = state.lockFreeWindow, let advanced = GeneratorState.issuing(count: Int64(count), atTime: time, afterPosition: afterPosition, from: word, window: window) {
+                if advanced >> layout.sequenceBits != word >> layout.sequenceBits { borrowingRequests += 1 }
                 lockFreeRequests += 1
                 var counted = state
                 counted.recordIssued(upTo: advanced)
@@ -55,6 +57,7 @@ struct LockFreePathTests {
             state = decided
         }
         #expect(lockFreeRequests > 1000, "the walk should often allow the lock-free path")
+        #expect(borrowingRequests > 100, "the walk should often borrow a millisecond without the lock")
     }
 
     /// Many IDs in one millisecond go through the lock-free path; the counters stay exact and the IDs
@@ -110,5 +113,37 @@ struct LockFreePathTests {
         let statistics = generator.statistics
         #expect(statistics.issued == 3)
         #expect(statistics.refusals == 1)
+    }
+
+    /// At the layout's ceiling the lock-free path serves borrowed milliseconds up to the lead exactly, and a
+    /// time limit set meanwhile through `withState` bounds it at once.
+    @Test func borrowedMillisecondsStopAtTheLeadAndTheLimit() throws {
+        let layout = try IDLayout(parsing: "time=41,sequence=4,shard=9,node=9,epoch=2025-01-01T00:00:00Z")
+        let clock = ManualWallClock(unixMilliseconds: Self.start)
+        let generator = try IDGenerator(layout: layout, node: 0, maxLeadMilliseconds: 3, wallClock: clock)
+        let now = Self.start - layout.epochUnixMilliseconds
+        var last: StampID?
+        for index in 0..<64 {
+            let id = try generator.next(shard: 0)
+            #expect(id > last ?? StampID(rawValue: 0)!)
+            #expect(id.fields(in: layout).time == now + Int64(index / 16))
+            last = id
+        }
+        #expect(throws: GeneratorError(refusal: .init(reason: .leadExceeded, retryAfterMilliseconds: 1))) {
+            try generator.next(shard: 0)
+        }
+        clock.advance(milliseconds: 2)
+        #expect(try generator.next(shard: 0).fields(in: layout).time == now + 4)
+        generator.withState { $0.timeLimit = now + 5 }
+        for _ in 0..<15 {
+            #expect(try generator.next(shard: 0).fields(in: layout).time == now + 4)
+        }
+        #expect(throws: GeneratorError(refusal: .init(reason: .reservationExhausted, retryAfterMilliseconds: nil))) {
+            try generator.next(shard: 0)
+        }
+        let statistics = generator.statistics
+        #expect(statistics.issued == 80)
+        #expect(statistics.refusals == 2)
+        #expect(statistics.backwardSteps == 0)
     }
 }
