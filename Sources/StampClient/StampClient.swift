@@ -35,6 +35,10 @@ public final class StampIDClient<C: Clock<Duration>>: Service, Sendable where C.
         var lastReturned: [Int: StampID] = [:]
         var buffers: [Int: PrefetchBuffer<C.Instant>] = [:]
         var refillPending: Set<Int> = []
+        /// For each shard, the calls waiting to be coalesced and the batches in flight.
+        var queues: [Int: CoalescingQueue] = [:]
+        /// The last number given to a coalesced call or batch.
+        var lastCoalescingID: UInt64 = 0
     }
 
     /// Makes a client on `transport`, timing its policy with `clock`.
@@ -76,6 +80,11 @@ public final class StampIDClient<C: Clock<Duration>>: Service, Sendable where C.
     /// How many IDs of `shard` are buffered now, including any too old to be handed out.
     func buffered(shard: Int) -> Int {
         state.withLock { $0.buffers[shard]?.count ?? 0 }
+    }
+
+    /// How many calls for `shard` wait to be coalesced into the next request.
+    func waitingCalls(shard: Int) -> Int {
+        state.withLock { $0.queues[shard]?.waiting.count ?? 0 }
     }
 
     /// Running totals of requests, attempts, retries and failovers.
@@ -134,6 +143,9 @@ public final class StampIDClient<C: Clock<Duration>>: Service, Sendable where C.
             throw StampClientError(.invalidRequest, "shard must be 0 or more and count 1 or more; got shard \(shard), count \(count)")
         }
         guard let prefetch = configuration.prefetch else {
+            if let coalescing = configuration.coalescing, count <= coalescing.maximumCount {
+                return try await coalesced(shard: shard, count: count, above: floor, policy: coalescing)
+            }
             return try await request(shard: shard, count: count, above: floor, into: nil)
         }
         while true {
@@ -159,6 +171,59 @@ public final class StampIDClient<C: Clock<Duration>>: Service, Sendable where C.
         }
         recordTake(hits: ids.count, discarded: discarded, refill: refill, shard: shard)
         return ids.isEmpty ? nil : ids
+    }
+
+    /// Gets the call's IDs through the shard's coalescing queue: at once in a request of its own when
+    /// fewer than `policy.requestsInFlight` are out, else in the next batch. Cancelling the call
+    /// answers it at once; a batch whose every call was cancelled has its request cancelled.
+    private func coalesced(shard: Int, count: Int, above floor: StampID?, policy: StampClientConfiguration.Coalescing) async throws(StampClientError) -> [StampID] {
+        guard !Task.isCancelled else { throw fail(StampClientError(.cancelled, "the request was cancelled")) }
+        let waiterID = state.withLock { state in
+            state.lastCoalescingID += 1
+            return state.lastCoalescingID
+        }
+        let result = await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                state.withLock { state in
+                    state.queues[shard, default: CoalescingQueue()].append(.init(id: waiterID, count: count, floor: floor, continuation: continuation))
+                    startBatches(shard: shard, policy: policy, state: &state)
+                }
+            }
+        } onCancel: {
+            let waiter = state.withLock { $0.queues[shard]?.cancel(waiterID) }
+            waiter?.continuation.resume(returning: .failure(fail(StampClientError(.cancelled, "the request was cancelled"))))
+        }
+        return try result.get()
+    }
+
+    /// Starts a request for every batch the shard's queue may send now; called under the lock.
+    private func startBatches(shard: Int, policy: StampClientConfiguration.Coalescing, state: inout State) {
+        while true {
+            state.lastCoalescingID += 1
+            let batchID = state.lastCoalescingID
+            guard let batch = state.queues[shard]!.nextBatch(id: batchID, requestsInFlight: policy.requestsInFlight, maximumCount: policy.maximumCount) else { return }
+            let task = Task { [self] in
+                await send(batchID, shard: shard, count: batch.count, above: batch.floor, policy: policy)
+            }
+            state.queues[shard]!.setTask(task, of: batchID)
+        }
+    }
+
+    /// Makes batch `batchID`'s request and hands each of its calls their share of the IDs (or the error).
+    private func send(_ batchID: UInt64, shard: Int, count: Int, above floor: StampID?, policy: StampClientConfiguration.Coalescing) async {
+        let result: Result<[StampID], StampClientError>
+        do throws(StampClientError) {
+            result = .success(try await request(shard: shard, count: count, above: floor, into: nil))
+        } catch {
+            result = .failure(error)
+        }
+        let waiters = state.withLock { state in
+            defer { startBatches(shard: shard, policy: policy, state: &state) }
+            return state.queues[shard]!.finish(batchID)
+        }
+        for waiter in waiters {
+            waiter.continuation.resume(returning: result.map { Array($0[waiter.offset..<(waiter.offset + waiter.count)]) })
+        }
     }
 
     /// Makes one request with the retry policy. Without `prefetch` it returns the IDs and records

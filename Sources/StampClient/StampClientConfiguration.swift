@@ -25,6 +25,8 @@ public struct StampClientConfiguration: Sendable {
     public var prefetch: Prefetch?
     /// Most connections kept open to one node (default 8).
     public var connectionsPerNode: Int
+    /// How calls made while others are in flight are sent together; `nil` sends every call as its own request.
+    public var coalescing: Coalescing?
 
     /// Makes a configuration; every value not given is the default.
     public init(
@@ -38,7 +40,8 @@ public struct StampClientConfiguration: Sendable {
         retryBudget: RetryBudget = RetryBudget(),
         discoveryInterval: Duration? = .seconds(10),
         prefetch: Prefetch? = nil,
-        connectionsPerNode: Int = 8
+        connectionsPerNode: Int = 8,
+        coalescing: Coalescing? = Coalescing()
     ) {
         self.nodes = nodes
         self.attemptTimeout = attemptTimeout
@@ -51,6 +54,24 @@ public struct StampClientConfiguration: Sendable {
         self.discoveryInterval = discoveryInterval
         self.prefetch = prefetch
         self.connectionsPerNode = connectionsPerNode
+        self.coalescing = coalescing
+    }
+
+    /// Request coalescing: while a shard has `requestsInFlight` requests out, further calls for it wait
+    /// and then go together as one request for all their IDs (as TiDB's PD client batches timestamp
+    /// requests). Under load this turns thousands of single-ID calls into a few requests for many IDs
+    /// each; a call alone is sent at once. The batch's IDs are above every waiting call's floor.
+    public struct Coalescing: Sendable, Equatable {
+        /// Requests one shard may have in flight before calls wait to be coalesced (default 2).
+        public var requestsInFlight: Int
+        /// The most IDs one coalesced request asks for; keep it within the nodes' `--max-count` (default 1,000).
+        public var maximumCount: Int
+
+        /// Makes a coalescing policy.
+        public init(requestsInFlight: Int = 2, maximumCount: Int = 1000) {
+            self.requestsInFlight = requestsInFlight
+            self.maximumCount = maximumCount
+        }
     }
 
     /// A token bucket that bounds retries, so that a sick cluster receives no retry storm.

@@ -34,6 +34,9 @@ struct Load: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Prefetch buffer size per client (0: no prefetch, every ID is a request).", valueName: "n"))
     var prefetch: Int = 0
 
+    @Option(help: ArgumentHelp("Requests each client keeps in flight before it coalesces further calls into one request (0: every call is its own request).", valueName: "n"))
+    var requestsInFlight: Int = StampClientConfiguration.Coalescing().requestsInFlight
+
     @Option(help: ArgumentHelp("How often each client rereads /v1/cluster.", valueName: "duration"))
     var discoveryInterval: String = "2s"
 
@@ -42,6 +45,7 @@ struct Load: AsyncParsableCommand {
         guard (1...256).contains(clients) else { throw ValidationError("--clients must be between 1 and 256") }
         guard shard >= 0 else { throw ValidationError("--shard must be 0 or more") }
         guard (0...10_000).contains(prefetch) else { throw ValidationError("--prefetch must be between 0 and 10000") }
+        guard (0...1000).contains(requestsInFlight) else { throw ValidationError("--requests-in-flight must be between 0 and 1000") }
         _ = try DurationText.parse(duration, name: "--duration")
         _ = try DurationText.parse(discoveryInterval, name: "--discovery-interval")
     }
@@ -50,6 +54,7 @@ struct Load: AsyncParsableCommand {
         let length = try DurationText.parse(duration, name: "--duration")
         var configuration = StampClientConfiguration(nodes: nodes.urls, discoveryInterval: try DurationText.parse(discoveryInterval, name: "--discovery-interval"))
         if prefetch > 0 { configuration.prefetch = StampClientConfiguration.Prefetch(capacity: prefetch) }
+        configuration.coalescing = requestsInFlight > 0 ? StampClientConfiguration.Coalescing(requestsInFlight: requestsInFlight) : nil
         let logger = ClientLogging.logger(level: .error)
         let stampClients = (0..<clients).map { _ in StampIDClient(configuration: configuration, logger: logger) }
         let recorders = (0..<clients).map { _ in LoadRecorder() }

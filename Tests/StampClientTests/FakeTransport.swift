@@ -11,6 +11,8 @@ final class FakeTransport: StampTransport {
         case fail(TransportFailure)
         /// Never answers; ends only when cancelled.
         case hang
+        /// Answers as `.issue` once ``openGate()`` is called.
+        case gated
     }
 
     struct Call: Sendable, Equatable {
@@ -26,6 +28,8 @@ final class FakeTransport: StampTransport {
         var next: Int64 = 1000
         var cluster: [String] = []
         var callWatchers: [(count: Int, continuation: CheckedContinuation<Void, Never>)] = []
+        var gateOpen = false
+        var gateWaiters: [CheckedContinuation<Void, Never>] = []
     }
 
     private let state = Mutex(State())
@@ -40,6 +44,16 @@ final class FakeTransport: StampTransport {
 
     var calls: [Call] { state.withLock { $0.calls } }
 
+    /// Lets every `.gated` request answer, now and from now on.
+    func openGate() {
+        let waiters = state.withLock { state in
+            state.gateOpen = true
+            defer { state.gateWaiters = [] }
+            return state.gateWaiters
+        }
+        waiters.forEach { $0.resume() }
+    }
+
     /// Returns once at least `count` ID requests have been made.
     func waitForCalls(_ count: Int) async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
@@ -53,24 +67,39 @@ final class FakeTransport: StampTransport {
     }
 
     func fetchIDs(node: String, shard: Int, count: Int, after: StampID?) async throws(TransportFailure) -> [StampID] {
-        let (behavior, ids, watchers) = state.withLock { state -> (Behavior, [StampID], [CheckedContinuation<Void, Never>]) in
+        let (behavior, watchers) = state.withLock { state -> (Behavior, [CheckedContinuation<Void, Never>]) in
             state.calls.append(Call(node: node, shard: shard, count: count, after: after))
             let satisfied = state.callWatchers.filter { $0.count <= state.calls.count }.map(\.continuation)
             state.callWatchers.removeAll { $0.count <= state.calls.count }
-            let behavior = state.behaviors[node] ?? .issue
-            guard case .issue = behavior else { return (behavior, [], satisfied) }
-            state.next = max(state.next, (after?.rawValue ?? 0) + 1)
-            let ids = (0..<Int64(count)).map { StampID(rawValue: state.next + $0)! }
-            state.next += Int64(count)
-            return (behavior, ids, satisfied)
+            return (state.behaviors[node] ?? .issue, satisfied)
         }
         watchers.forEach { $0.resume() }
         switch behavior {
-        case .issue: return ids
-        case .fail(let failure): throw failure
+        case .issue:
+            return issue(count: count, after: after)
+        case .gated:
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let open = state.withLock { state in
+                    if !state.gateOpen { state.gateWaiters.append(continuation) }
+                    return state.gateOpen
+                }
+                if open { continuation.resume() }
+            }
+            return issue(count: count, after: after)
+        case .fail(let failure):
+            throw failure
         case .hang:
             try? await ManualClock.waitForCancellation()
             throw TransportFailure(.connection, detail: "cancelled")
+        }
+    }
+
+    /// `count` new IDs, all above `after`.
+    private func issue(count: Int, after: StampID?) -> [StampID] {
+        state.withLock { state in
+            state.next = max(state.next, (after?.rawValue ?? 0) + 1)
+            defer { state.next += Int64(count) }
+            return (0..<Int64(count)).map { StampID(rawValue: state.next + $0)! }
         }
     }
 

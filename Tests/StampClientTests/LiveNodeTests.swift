@@ -83,6 +83,28 @@ struct LiveNodeTests {
         }
     }
 
+    @Test func concurrentCallsAreCoalescedWithoutDuplicates() async throws {
+        try await LiveNode.withCluster(count: 3) { proxies in
+            let client = Self.client(proxies, timeout: .seconds(20))
+            let perTask = try await withThrowingTaskGroup(of: [StampID].self) { group in
+                for _ in 0..<32 {
+                    group.addTask {
+                        var ids: [StampID] = []
+                        for _ in 0..<50 { ids.append(try await client.nextID(shard: 2)) }
+                        return ids
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            await client.shutdown()
+            let all = perTask.flatMap { $0 }
+            #expect(all.count == 1600)
+            #expect(Set(all).count == all.count, "no ID twice")
+            #expect(perTask.allSatisfy { ids in zip(ids, ids.dropFirst()).allSatisfy { $0 < $1 } }, "each task's IDs increase")
+            #expect(client.statistics.requests < all.count, "calls made while requests were out went together")
+        }
+    }
+
     @Test func connectionResetFailsOverToTheNextNode() async throws {
         try await LiveNode.withCluster(count: 3) { proxies in
             proxies[0].set(.reset)
