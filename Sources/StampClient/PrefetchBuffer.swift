@@ -1,80 +1,98 @@
 import StampCore
 
-/// One shard's prefetched IDs in ascending order, each with the time it was fetched. A pure
-/// value: the client holds it under its lock and passes the time in.
-struct PrefetchBuffer<Instant: InstantProtocol> where Instant.Duration == Swift.Duration {
-    private var ids: [StampID] = []
-    private var fetchedAt: [Instant] = []
-    private var head = 0
+/// One shard's prefetched IDs in ascending order, kept as the batches they were fetched in, each
+/// with the time it was fetched (measured from the client's start). A pure value: the client holds
+/// it under its lock and passes the time in.
+struct PrefetchBuffer {
+    private struct Chunk {
+        var ids: [StampID]
+        var head = 0
+        let fetchedAt: Duration
 
-    /// How many IDs are buffered, including any too old that the next take discards.
-    var count: Int { ids.count - head }
-
-    /// The greatest buffered ID.
-    var last: StampID? { head < ids.count ? ids.last : nil }
-
-    /// Adds IDs fetched at `now`, keeping the buffer ascending and each ID once; IDs not above
-    /// `floor` (the last ID handed out) are dropped, since handing them out would break the order.
-    mutating func insert(_ batch: [StampID], fetchedAt now: Instant, above floor: StampID?) {
-        let fresh = batch.filter { floor == nil || $0 > floor! }
-        guard !fresh.isEmpty else { return }
-        compact()
-        if let last = ids.last, fresh.first! <= last {
-            let merged = zip(ids, fetchedAt).map { ($0, $1) } + fresh.map { ($0, now) }
-            var seen = Set<StampID>()
-            let ordered = merged.sorted { $0.0 < $1.0 }.filter { seen.insert($0.0).inserted }
-            ids = ordered.map(\.0)
-            fetchedAt = ordered.map(\.1)
-        } else {
-            ids += fresh
-            fetchedAt += repeatElement(now, count: fresh.count)
-        }
+        var remaining: Int { ids.count - head }
     }
 
-    /// Takes the smallest ID fetched no longer than `maximumAge` before `now`, without allocating.
-    mutating func takeOne(at now: Instant, maximumAge: Duration) -> (id: StampID?, discarded: Int) {
+    /// Ascending and disjoint: every ID of a chunk is below every ID of the next; none is empty.
+    private var chunks: [Chunk] = []
+
+    /// How many IDs are buffered, including any too old that the next take discards.
+    private(set) var count = 0
+
+    /// The greatest buffered ID.
+    var last: StampID? { chunks.last?.ids.last }
+
+    /// Adds IDs fetched at `now`, ascending as the nodes return them, keeping the buffer ascending and
+    /// each ID once; IDs not above `floor` (the last ID handed out) are dropped, since handing them out
+    /// would break the order. A batch that overlaps the buffer (two requests answered out of order) is
+    /// merged into one chunk that keeps the older fetch time.
+    mutating func insert(_ batch: [StampID], fetchedAt now: Duration, above floor: StampID?) {
+        let fresh = floor.map { floor in Array(batch.drop { $0 <= floor }) } ?? batch
+        guard let first = fresh.first else { return }
+        guard let last, first <= last else {
+            chunks.append(Chunk(ids: fresh, fetchedAt: now))
+            count += fresh.count
+            return
+        }
+        let buffered = chunks.flatMap { $0.ids[$0.head...] }
+        let merged = Array(Set(buffered + fresh)).sorted()
+        chunks = [Chunk(ids: merged, fetchedAt: min(chunks[0].fetchedAt, now))]
+        count = merged.count
+    }
+
+    /// Takes the smallest ID fetched no longer than `maximumAge` before `now`.
+    mutating func takeOne(at now: Duration, maximumAge: Duration) -> (id: StampID?, discarded: Int) {
         let discarded = discardOld(at: now, maximumAge: maximumAge)
-        guard head < ids.count else { return (nil, discarded) }
-        let id = ids[head]
-        head += 1
-        if head > 4096, head * 2 > ids.count { compact() }
+        guard !chunks.isEmpty else { return (nil, discarded) }
+        let id = chunks[0].ids[chunks[0].head]
+        chunks[0].head += 1
+        count -= 1
+        if chunks[0].remaining == 0 { chunks.removeFirst() }
         return (id, discarded)
     }
 
     /// Takes the `count` smallest IDs fetched no longer than `maximumAge` before `now`, or none
     /// when fewer are left. Returns the IDs and how many old ones were discarded on the way.
-    mutating func take(_ count: Int, at now: Instant, maximumAge: Duration) -> (ids: [StampID], discarded: Int) {
+    mutating func take(_ wanted: Int, at now: Duration, maximumAge: Duration) -> (ids: [StampID], discarded: Int) {
         let discarded = discardOld(at: now, maximumAge: maximumAge)
-        guard self.count >= count else { return ([], discarded) }
-        let taken = Array(ids[head..<(head + count)])
-        head += count
-        if head > 4096, head * 2 > ids.count { compact() }
+        guard count >= wanted else { return ([], discarded) }
+        var taken: [StampID] = []
+        taken.reserveCapacity(wanted)
+        while taken.count < wanted {
+            let share = min(wanted - taken.count, chunks[0].remaining)
+            taken += chunks[0].ids[chunks[0].head..<(chunks[0].head + share)]
+            chunks[0].head += share
+            if chunks[0].remaining == 0 { chunks.removeFirst() }
+        }
+        count -= wanted
         return (taken, discarded)
     }
 
     /// Drops the IDs at or below `floor`; returns how many.
     mutating func drop(through floor: StampID) -> Int {
-        let start = head
-        while head < ids.count, ids[head] <= floor {
-            head += 1
+        var dropped = 0
+        while !chunks.isEmpty, chunks[0].ids[chunks[0].head] <= floor {
+            if chunks[0].ids.last! <= floor {
+                dropped += chunks[0].remaining
+                chunks.removeFirst()
+            } else {
+                chunks[0].head += 1
+                dropped += 1
+            }
         }
-        return head - start
+        count -= dropped
+        return dropped
     }
 
-    /// Drops IDs fetched longer than `maximumAge` before `now`; returns how many.
-    private mutating func discardOld(at now: Instant, maximumAge: Duration) -> Int {
+    /// Drops the chunks fetched longer than `maximumAge` before `now`; returns how many IDs that was.
+    private mutating func discardOld(at now: Duration, maximumAge: Duration) -> Int {
+        guard let oldest = chunks.first?.fetchedAt, oldest < now - maximumAge else { return 0 }
+        let cutoff = now - maximumAge
         var discarded = 0
-        while head < ids.count, fetchedAt[head].advanced(by: maximumAge) < now {
-            head += 1
-            discarded += 1
+        while let chunk = chunks.first, chunk.fetchedAt < cutoff {
+            discarded += chunk.remaining
+            chunks.removeFirst()
         }
+        count -= discarded
         return discarded
-    }
-
-    private mutating func compact() {
-        guard head > 0 else { return }
-        ids.removeFirst(head)
-        fetchedAt.removeFirst(head)
-        head = 0
     }
 }

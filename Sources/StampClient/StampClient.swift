@@ -23,6 +23,8 @@ public final class StampIDClient<C: Clock<Duration>>: Service, Sendable where C.
     private let metrics: ClientMetrics
     private let counters = StatisticsCounters()
     private let state: Mutex<State>
+    /// When the client was made: prefetch buffers time their IDs from here.
+    private let origin: C.Instant
     private let refills: AsyncStream<Int>
     private let refillContinuation: AsyncStream<Int>.Continuation
 
@@ -33,7 +35,7 @@ public final class StampIDClient<C: Clock<Duration>>: Service, Sendable where C.
         var retryDelaysStarted = 0
         /// For each shard, the greatest ID returned.
         var lastReturned: [Int: StampID] = [:]
-        var buffers: [Int: PrefetchBuffer<C.Instant>] = [:]
+        var buffers: [Int: PrefetchBuffer] = [:]
         var refillPending: Set<Int> = []
         /// For each shard, the calls waiting to be coalesced and the batches in flight.
         var queues: [Int: CoalescingQueue] = [:]
@@ -55,7 +57,8 @@ public final class StampIDClient<C: Clock<Duration>>: Service, Sendable where C.
         self.clock = clock
         self.logger = logger
         metrics = ClientMetrics(factory: metricsFactory)
-        state = Mutex(State(table: NodeTable(addresses: configuration.nodes, coolDown: configuration.coolDown), bucket: RetryBucket(budget: configuration.retryBudget, now: clock.now)))
+        origin = clock.now
+        state = Mutex(State(table: NodeTable(addresses: configuration.nodes, coolDown: configuration.coolDown), bucket: RetryBucket(budget: configuration.retryBudget, now: origin)))
         (refills, refillContinuation) = AsyncStream.makeStream(of: Int.self, bufferingPolicy: .unbounded)
     }
 
@@ -105,7 +108,7 @@ public final class StampIDClient<C: Clock<Duration>>: Service, Sendable where C.
     /// The fast path of ``nextID(shard:above:)`` with prefetch: one ID from the buffer, or `nil` on a miss.
     private func takeOneFromBuffer(shard: Int, above floor: StampID?) -> StampID? {
         guard let prefetch = configuration.prefetch else { return nil }
-        let now = clock.now
+        let now = origin.duration(to: clock.now)
         let (id, discarded, refill) = state.withLock { state -> (StampID?, Int, Bool) in
             guard state.buffers[shard] != nil else { return (nil, 0, false) }
             let skipped = floor.map { state.buffers[shard]!.drop(through: $0) } ?? 0
@@ -159,7 +162,7 @@ public final class StampIDClient<C: Clock<Duration>>: Service, Sendable where C.
 
     /// Takes IDs from the shard's buffer, asking `run()` for a refill when it runs low.
     private func takeFromBuffer(shard: Int, count: Int, above floor: StampID?, prefetch: StampClientConfiguration.Prefetch) -> [StampID]? {
-        let now = clock.now
+        let now = origin.duration(to: clock.now)
         let (ids, discarded, refill) = state.withLock { state -> ([StampID], Int, Bool) in
             let skipped = floor.map { state.buffers[shard, default: PrefetchBuffer()].drop(through: $0) } ?? 0
             var (ids, discarded) = state.buffers[shard, default: PrefetchBuffer()].take(count, at: now, maximumAge: prefetch.maximumAge)
@@ -276,7 +279,7 @@ public final class StampIDClient<C: Clock<Duration>>: Service, Sendable where C.
                     state.table.finish(node, failed: false, at: now)
                     if prefetch != nil {
                         let floor = state.lastReturned[shard]
-                        state.buffers[shard, default: PrefetchBuffer()].insert(ids, fetchedAt: now, above: floor)
+                        state.buffers[shard, default: PrefetchBuffer()].insert(ids, fetchedAt: origin.duration(to: now), above: floor)
                         state.refillPending.remove(shard)
                     } else if let last = ids.last, state.lastReturned[shard].map({ last > $0 }) ?? true {
                         state.lastReturned[shard] = last

@@ -85,13 +85,29 @@ struct PrefetchTests {
     }
 
     @Test func bufferMergesOverlappingBatchesInOrder() {
-        let clock = ManualClock()
-        var buffer = PrefetchBuffer<ManualClock.Instant>()
+        var buffer = PrefetchBuffer()
         let ids = { (values: [Int64]) in values.map { StampID(rawValue: $0)! } }
-        buffer.insert(ids([10, 20, 30]), fetchedAt: clock.now, above: nil)
-        buffer.insert(ids([15, 20, 40]), fetchedAt: clock.now, above: nil)
-        buffer.insert(ids([5, 50]), fetchedAt: clock.now, above: StampID(rawValue: 9))
-        #expect(buffer.take(6, at: clock.now, maximumAge: .seconds(1)).ids == ids([10, 15, 20, 30, 40, 50]))
+        buffer.insert(ids([10, 20, 30]), fetchedAt: .zero, above: nil)
+        buffer.insert(ids([15, 20, 40]), fetchedAt: .zero, above: nil)
+        buffer.insert(ids([5, 50]), fetchedAt: .zero, above: StampID(rawValue: 9))
+        #expect(buffer.take(6, at: .zero, maximumAge: .seconds(1)).ids == ids([10, 15, 20, 30, 40, 50]))
         #expect(buffer.count == 0)
+    }
+
+    @Test func bufferTakesAcrossBatchesDropsBelowAFloorAndDiscardsOldBatches() {
+        var buffer = PrefetchBuffer()
+        let ids = { (values: [Int64]) in values.map { StampID(rawValue: $0)! } }
+        buffer.insert(ids([1, 2, 3]), fetchedAt: .zero, above: nil)
+        buffer.insert(ids([4, 5, 6]), fetchedAt: .milliseconds(500), above: nil)
+        buffer.insert(ids([7, 8, 9]), fetchedAt: .milliseconds(900), above: nil)
+        #expect(buffer.takeOne(at: .milliseconds(100), maximumAge: .seconds(1)) == (StampID(rawValue: 1), 0))
+        #expect(buffer.take(3, at: .milliseconds(100), maximumAge: .seconds(1)).ids == ids([2, 3, 4]))
+        #expect(buffer.drop(through: StampID(rawValue: 5)!) == 1)
+        #expect(buffer.count == 4)
+        let late = buffer.takeOne(at: .milliseconds(1600), maximumAge: .seconds(1))
+        #expect(late == (StampID(rawValue: 7), 1), "the batch fetched at 500 ms is too old at 1.6 s; its last ID is discarded")
+        #expect(buffer.take(3, at: .milliseconds(1600), maximumAge: .seconds(1)).ids.isEmpty, "only two are left")
+        #expect(buffer.last == StampID(rawValue: 9))
+        #expect(buffer.take(2, at: .seconds(2), maximumAge: .seconds(1)) == ([], 2))
     }
 }
