@@ -24,7 +24,7 @@ public func buildAuditApplication<C: Clock<Duration>>(
 ) -> some ApplicationProtocol {
     let router = Router(context: BasicRequestContext.self)
     router.add(middleware: ProblemMiddleware(allowedMethods: AuditRoutes<C>.allowedMethods))
-    router.add(middleware: MetricsMiddleware())
+    router.add(middleware: RequestMetricsMiddleware())
     router.add(middleware: BodyLimitMiddleware(maxBodySize: server.maxBodySize))
     AuditRoutes(service: service, tokens: tokens, maxBodySize: server.maxBodySize).add(to: router)
 

@@ -25,7 +25,7 @@ public func buildApplication<C: Clock<Duration>>(
 ) -> some ApplicationProtocol {
     let router = Router(context: BasicRequestContext.self)
     router.add(middleware: ProblemMiddleware(allowedMethods: GeneratorPaths.allowedMethods))
-    router.add(middleware: MetricsMiddleware())
+    router.add(middleware: RequestMetricsMiddleware())
     router.add(middleware: BodyLimitMiddleware(maxBodySize: server.maxBodySize))
     IDRoutes(node: node, wallClock: wallClock, knowsShard: knowsShard).add(to: router)
 
