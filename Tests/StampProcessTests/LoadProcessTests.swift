@@ -5,11 +5,12 @@ import Testing
 /// `stamp load` against three `stamp serve` nodes while one is killed and restarted and another
 /// is stopped and resumed: the client must hide both.
 ///
-/// The rate is 500 IDs/s unless `STAMP_LOAD_TEST_RATE` sets another: the test command runs the debug
-/// binary on 2 cores, where the client does not reach the 20,000 IDs/s that issue 4 asks for.
+/// At 20,000 IDs/s, as issue 4 asks, unless `STAMP_LOAD_TEST_RATE` sets another rate. The test command
+/// runs the debug binary on 2 cores; it keeps up because the client coalesces the calls made while its
+/// requests are in flight (about 16,000 requests carry the 600,000 IDs).
 @Suite("Load through the client", .serialized)
 struct LoadProcessTests {
-    static let rate = ProcessInfo.processInfo.environment["STAMP_LOAD_TEST_RATE"].flatMap(Int.init) ?? 500
+    static let rate = ProcessInfo.processInfo.environment["STAMP_LOAD_TEST_RATE"].flatMap(Int.init) ?? 20_000
 
     @Test func loadSurvivesAKilledAndAStoppedNode() async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("stamp-load-\(UUID().uuidString)")
