@@ -31,7 +31,7 @@ struct Load: AsyncParsableCommand {
     @Option(help: "Shard (database) ID to ask for.")
     var shard: Int = 0
 
-    @Option(help: ArgumentHelp("Prefetch buffer size per client (0: no prefetch, every ID is a request).", valueName: "n"))
+    @Option(help: ArgumentHelp("Prefetch buffer size per client (0: no prefetch).", valueName: "n"))
     var prefetch: Int = 0
 
     @Option(help: ArgumentHelp("Requests each client keeps in flight before it coalesces further calls into one request (0: every call is its own request).", valueName: "n"))
