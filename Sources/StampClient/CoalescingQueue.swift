@@ -62,17 +62,17 @@ struct CoalescingQueue {
         batches.removeValue(forKey: batchID)?.waiters ?? []
     }
 
-    /// Takes call `waiterID` out, whether it waits or is in a batch, and returns it to be answered;
-    /// a batch left with no call has its request cancelled.
-    mutating func cancel(_ waiterID: UInt64) -> Waiter? {
+    /// Takes call `waiterID` out, whether it waits or is in a batch, and returns it to be answered,
+    /// with the task of its batch when no call is left in it: the caller cancels that task once it
+    /// has let go of the lock.
+    mutating func cancel(_ waiterID: UInt64) -> (waiter: Waiter, abandonedBatch: Task<Void, Never>?)? {
         if let index = waiting.firstIndex(where: { $0.id == waiterID }) {
-            return waiting.remove(at: index)
+            return (waiting.remove(at: index), nil)
         }
         for (batchID, batch) in batches {
             guard let index = batch.waiters.firstIndex(where: { $0.id == waiterID }) else { continue }
             let waiter = batches[batchID]!.waiters.remove(at: index)
-            if batches[batchID]!.waiters.isEmpty { batch.task?.cancel() }
-            return waiter
+            return (waiter, batches[batchID]!.waiters.isEmpty ? batch.task : nil)
         }
         return nil
     }

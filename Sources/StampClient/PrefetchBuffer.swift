@@ -35,7 +35,7 @@ struct PrefetchBuffer {
         }
         let buffered = chunks.flatMap { $0.ids[$0.head...] }
         let merged = Array(Set(buffered + fresh)).sorted()
-        chunks = [Chunk(ids: merged, fetchedAt: min(chunks[0].fetchedAt, now))]
+        chunks = [Chunk(ids: merged, fetchedAt: chunks.map(\.fetchedAt).reduce(now, min))]
         count = merged.count
     }
 

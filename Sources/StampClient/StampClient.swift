@@ -187,14 +187,20 @@ public final class StampIDClient<C: Clock<Duration>>: Service, Sendable where C.
         }
         let result = await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
-                state.withLock { state in
+                // Checked under the lock that the cancellation handler takes, so a call cancelled
+                // before it is queued is answered here and never queued.
+                let queued = state.withLock { state in
+                    guard !Task.isCancelled else { return false }
                     state.queues[shard, default: CoalescingQueue()].append(.init(id: waiterID, count: count, floor: floor, continuation: continuation))
                     startBatches(shard: shard, policy: policy, state: &state)
+                    return true
                 }
+                if !queued { continuation.resume(returning: .failure(fail(StampClientError(.cancelled, "the request was cancelled")))) }
             }
         } onCancel: {
-            let waiter = state.withLock { $0.queues[shard]?.cancel(waiterID) }
-            waiter?.continuation.resume(returning: .failure(fail(StampClientError(.cancelled, "the request was cancelled"))))
+            let cancelled = state.withLock { $0.queues[shard]?.cancel(waiterID) }
+            cancelled?.abandonedBatch?.cancel()
+            cancelled?.waiter.continuation.resume(returning: .failure(fail(StampClientError(.cancelled, "the request was cancelled"))))
         }
         return try result.get()
     }
@@ -204,7 +210,7 @@ public final class StampIDClient<C: Clock<Duration>>: Service, Sendable where C.
         while true {
             state.lastCoalescingID += 1
             let batchID = state.lastCoalescingID
-            guard let batch = state.queues[shard]!.nextBatch(id: batchID, requestsInFlight: policy.requestsInFlight, maximumCount: policy.maximumCount) else { return }
+            guard let batch = state.queues[shard]!.nextBatch(id: batchID, requestsInFlight: max(1, policy.requestsInFlight), maximumCount: max(1, policy.maximumCount)) else { return }
             let task = Task { [self] in
                 await send(batchID, shard: shard, count: batch.count, above: batch.floor, policy: policy)
             }
@@ -213,19 +219,39 @@ public final class StampIDClient<C: Clock<Duration>>: Service, Sendable where C.
     }
 
     /// Makes batch `batchID`'s request and hands each of its calls their share of the IDs (or the error).
+    ///
+    /// A batch asks above the highest floor among its calls. When every attempt failed because that
+    /// floor was further ahead than the nodes' maximum lead, one call's floor may be to blame, so each
+    /// call is then tried again on its own, with its own floor: only a call whose floor is too far
+    /// ahead fails, as it would without coalescing.
     private func send(_ batchID: UInt64, shard: Int, count: Int, above floor: StampID?, policy: StampClientConfiguration.Coalescing) async {
-        let result: Result<[StampID], StampClientError>
-        do throws(StampClientError) {
-            result = .success(try await request(shard: shard, count: count, above: floor, into: nil))
-        } catch {
-            result = .failure(error)
-        }
+        let result = await requestResult(shard: shard, count: count, above: floor)
         let waiters = state.withLock { state in
             defer { startBatches(shard: shard, policy: policy, state: &state) }
             return state.queues[shard]!.finish(batchID)
         }
+        if case .failure(let error) = result, waiters.count > 1, !error.attempts.isEmpty,
+           error.attempts.allSatisfy({ $0.failure.kind == .afterTooFarAhead }) {
+            await withDiscardingTaskGroup { group in
+                for waiter in waiters {
+                    group.addTask { [self] in
+                        waiter.continuation.resume(returning: await requestResult(shard: shard, count: waiter.count, above: waiter.floor))
+                    }
+                }
+            }
+            return
+        }
         for waiter in waiters {
             waiter.continuation.resume(returning: result.map { Array($0[waiter.offset..<(waiter.offset + waiter.count)]) })
+        }
+    }
+
+    /// ``request(shard:count:above:into:)`` without prefetch, as a result.
+    private func requestResult(shard: Int, count: Int, above floor: StampID?) async -> Result<[StampID], StampClientError> {
+        do throws(StampClientError) {
+            return .success(try await request(shard: shard, count: count, above: floor, into: nil))
+        } catch {
+            return .failure(error)
         }
     }
 

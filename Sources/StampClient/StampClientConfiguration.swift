@@ -67,10 +67,10 @@ public struct StampClientConfiguration: Sendable {
         /// The most IDs one coalesced request asks for; keep it within the nodes' `--max-count` (default 1,000).
         public var maximumCount: Int
 
-        /// Makes a coalescing policy.
+        /// Makes a coalescing policy; values below 1 count as 1.
         public init(requestsInFlight: Int = 2, maximumCount: Int = 1000) {
-            self.requestsInFlight = requestsInFlight
-            self.maximumCount = maximumCount
+            self.requestsInFlight = max(1, requestsInFlight)
+            self.maximumCount = max(1, maximumCount)
         }
     }
 

@@ -157,9 +157,11 @@ public final class IDGenerator: Sendable {
     private func issueWithoutLock(count: Int64, wall: Int64, afterPosition: Int64) -> UInt64? {
         let time = wall - epochUnixMilliseconds
         var current = word.load(ordering: .acquiring)
-        guard current & GeneratorState.openBit != 0 else { return nil }
-        let window = GeneratorState.LockFreeWindow(wallTime: windowWallTime.load(ordering: .relaxed), limitPosition: windowLimitPosition.load(ordering: .relaxed))
-        while let desired = GeneratorState.issuing(count: count, atTime: time, afterPosition: afterPosition, from: current, window: window) {
+        // The window is read after each (acquiring) read of the word, never reused across a failed
+        // exchange: the word may have been closed and reopened with another window since.
+        while current & GeneratorState.openBit != 0 {
+            let window = GeneratorState.LockFreeWindow(wallTime: windowWallTime.load(ordering: .relaxed), limitPosition: windowLimitPosition.load(ordering: .relaxed))
+            guard let desired = GeneratorState.issuing(count: count, atTime: time, afterPosition: afterPosition, from: current, window: window) else { return nil }
             let (exchanged, original) = word.weakCompareExchange(expected: current, desired: desired, ordering: .acquiringAndReleasing)
             if exchanged { return desired }
             current = original

@@ -118,4 +118,38 @@ struct CoalescingTests {
         for call in calls { _ = try await call.value }
         #expect(transport.calls.map(\.count) == [1, 1, 1, 1, 1])
     }
+
+    /// A floor too far ahead for the nodes fails only its own call: the batch it made fail is split
+    /// and each call is asked for again with its own floor.
+    @Test func aFloorTooFarAheadFailsOnlyItsOwnCall() async throws {
+        let transport = FakeTransport()
+        transport.set("http://a", .gated)
+        let configuration = StampClientConfiguration(nodes: ["http://a"], maximumRetries: 0, discoveryInterval: nil, coalescing: .init(requestsInFlight: 1))
+        let client = PolicyTests.client(transport, clock: ManualClock(), configuration: configuration)
+        async let first = client.nextID(shard: 0)
+        await transport.waitForCalls(1)
+        let limit = StampID(rawValue: 1_000_000)!
+        let plain = (0..<3).map { _ in Task { try await client.nextID(shard: 0) } }
+        let ahead = Task { try await client.nextID(shard: 0, above: StampID(rawValue: 5_000_000)!) }
+        await Self.waitForWaitingCalls(client, 4)
+        transport.set("http://a", .refuseAfterAbove(limit))
+        transport.openGate()
+        _ = try await first
+        var ids: Set<StampID> = []
+        for call in plain { ids.insert(try await call.value) }
+        #expect(ids.count == 3)
+        let refused = await ahead.result
+        #expect(throws: StampClientError.self) { try refused.get() }
+        #expect(transport.calls.map(\.count) == [1, 4, 1, 1, 1, 1], "the batch of four, then each call alone")
+    }
+
+    @Test func aPolicyBelowOneRequestInFlightStillSends() async throws {
+        #expect(StampClientConfiguration.Coalescing(requestsInFlight: 0, maximumCount: -5) == .init(requestsInFlight: 1, maximumCount: 1))
+        let transport = FakeTransport()
+        var configuration = StampClientConfiguration(nodes: ["http://a"], discoveryInterval: nil)
+        configuration.coalescing?.requestsInFlight = 0
+        let client = PolicyTests.client(transport, clock: ManualClock(), configuration: configuration)
+        _ = try await client.nextID(shard: 0)
+        #expect(transport.calls.count == 1)
+    }
 }

@@ -13,6 +13,8 @@ final class FakeTransport: StampTransport {
         case hang
         /// Answers as `.issue` once ``openGate()`` is called.
         case gated
+        /// Refuses with 409 `after-too-far-ahead` when `after` is above the given ID, else issues.
+        case refuseAfterAbove(StampID)
     }
 
     struct Call: Sendable, Equatable {
@@ -88,6 +90,9 @@ final class FakeTransport: StampTransport {
             return issue(count: count, after: after)
         case .fail(let failure):
             throw failure
+        case .refuseAfterAbove(let limit):
+            if let after, after > limit { throw TransportFailure(.afterTooFarAhead, detail: "after is too far ahead") }
+            return issue(count: count, after: after)
         case .hang:
             try? await ManualClock.waitForCancellation()
             throw TransportFailure(.connection, detail: "cancelled")

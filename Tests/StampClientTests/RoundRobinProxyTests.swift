@@ -41,8 +41,12 @@ struct RoundRobinProxyTests {
         let dead = try await EchoServer()
         try await dead.close()
         try await withProxy(backends: [dead.port]) { proxy in
-            let answer = try await roundTrip(port: proxy.port, payload: Array("ping".utf8))
-            #expect(answer.isEmpty)
+            do {
+                let answer = try await roundTrip(port: proxy.port, payload: Array("ping".utf8))
+                #expect(answer.isEmpty)
+            } catch let error as IOError where error.errnoCode == ECONNRESET {
+                // Closed with a reset: the proxy closed the connection while the ping was still unread.
+            }
         }
     }
 
