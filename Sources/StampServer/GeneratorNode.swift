@@ -29,6 +29,8 @@ public final class GeneratorNode<C: Clock<Duration>>: Service, Sendable where C.
         var generator: IDGenerator?
         var reportedBackwardSteps: UInt64 = 0
         var storeReady = false
+        /// Whether "issuing IDs" was logged since the node last could not issue.
+        var announcedIssuing = false
     }
 
     public init(configuration: NodeConfiguration, store: any CoordinationStore, clock: C, wallClock: any WallClock = SystemWallClock(), logger: Logger, metricsFactory: any MetricsFactory = MetricsSystem.factory) {
@@ -73,6 +75,7 @@ public final class GeneratorNode<C: Clock<Duration>>: Service, Sendable where C.
 
     /// Performs one action of the lease keeper, or returns until when there is nothing to do.
     func step() async -> C.Instant? {
+        defer { announceIssuing() }
         let action = state.withLock { state in
             let action = state.keeper.nextAction(now: clock.now, logicalUnixMilliseconds: logicalUnixMilliseconds(state))
             if state.keeper.lease == nil, state.generator != nil {
@@ -152,6 +155,17 @@ public final class GeneratorNode<C: Clock<Duration>>: Service, Sendable where C.
             metrics.renewals["error"]?.increment()
             logger.warning("lease renewal failed; retrying", metadata: ["stamp.node_id": "\(node)", "stamp.error": "\(error)"])
         }
+    }
+
+    /// Logs "issuing IDs" once each time the node becomes able to issue (lease held and reservation
+    /// confirmed): the sign an operator, or a test that started the process, waits for.
+    private func announceIssuing() {
+        let node = state.withLock { state -> Int? in
+            let canIssue = state.generator != nil && state.keeper.canIssue(at: clock.now)
+            defer { state.announcedIssuing = canIssue }
+            return canIssue && !state.announcedIssuing ? state.keeper.lease?.node : nil
+        }
+        if let node { logger.notice("issuing IDs", metadata: ["stamp.node_id": "\(node)"]) }
     }
 
     /// Ends the lease in the store, keeping its reservation, and stops issuing.

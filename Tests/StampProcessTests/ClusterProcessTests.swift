@@ -51,7 +51,7 @@ struct ClusterProcessTests {
         let batch = try JSONDecoder().decode(Batch.self, from: data)
         #expect(try batch.ids.allSatisfy { try StampID(decimal: $0).fields(in: .default).shard == 5 })
         node.stop(signal: SIGTERM)
-        #expect(node.log.contains("shard map applied"))
+        #expect(await node.output.waitFor("shard map applied"))
     }
 
     /// SIGTERM stops a node gracefully: it exits with status 0 and releases its lease, so the next
@@ -68,7 +68,7 @@ struct ClusterProcessTests {
         let before = try JSONDecoder().decode(Batch.self, from: data)
         first.stop(signal: SIGTERM)
         #expect(first.process.terminationStatus == 0)
-        #expect(first.log.contains("released lease"))
+        #expect(await first.output.waitFor("released lease"))
 
         let second = try StampProcess(serve: arguments, directory: directory)
         defer { second.stop(signal: SIGKILL) }
@@ -94,7 +94,7 @@ struct ClusterProcessTests {
     }
 
     func runCluster(store: String, directory: URL) async throws {
-        let arguments = ["--store", store, "--lease-ttl", "2s", "--lease-margin", "500ms", "--reservation-window", "1s", "--retry-interval", "200ms", "--log-level", "warning"]
+        let arguments = ["--store", store, "--lease-ttl", "2s", "--lease-margin", "500ms", "--reservation-window", "1s", "--retry-interval", "200ms"]
         var nodes = try (0..<3).map { _ in try StampProcess(serve: arguments, directory: directory) }
         defer { nodes.forEach { $0.stop(signal: SIGKILL) } }
         for node in nodes { try await node.waitUntilReady() }

@@ -16,7 +16,7 @@ struct LoadProcessTests {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("stamp-load-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
-        let arguments = ["--store", "sqlite:\(directory.path)/coordination.sqlite", "--log-level", "warning"]
+        let arguments = ["--store", "sqlite:\(directory.path)/coordination.sqlite"]
         var nodes = try (0..<3).map { _ in try StampProcess(serve: arguments, directory: directory) }
         defer { nodes.forEach { $0.stop(signal: SIGKILL) } }
         for node in nodes { try await node.waitUntilReady() }

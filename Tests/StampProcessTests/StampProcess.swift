@@ -7,7 +7,8 @@ import FoundationNetworking
 final class StampProcess: @unchecked Sendable {
     let process = Process()
     let port: Int
-    let output: URL
+    /// Standard output and error together, as they arrive.
+    let output = OutputWatcher()
 
     /// The `stamp` binary built beside the test bundle, or the one `STAMP_BINARY` names.
     static var binary: URL {
@@ -15,17 +16,15 @@ final class StampProcess: @unchecked Sendable {
         return URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("stamp")
     }
 
-    /// Starts `stamp serve` on loopback with `arguments`, on `port` or a free one.
+    /// Starts `stamp serve` on loopback with `arguments`, on `port` or a free one, logging at
+    /// `info`, the level of the lines ``waitUntilReady()`` waits for.
     init(serve arguments: [String], directory: URL, port: Int? = nil) throws {
         self.port = try port ?? Self.freePort()
-        output = directory.appendingPathComponent("node-\(self.port)-\(UUID().uuidString.prefix(8)).log")
-        _ = FileManager.default.createFile(atPath: output.path, contents: nil)
         process.executableURL = Self.binary
-        process.arguments = ["serve", "--listen", "127.0.0.1:\(self.port)"] + arguments
+        process.arguments = ["serve", "--listen", "127.0.0.1:\(self.port)", "--log-level", "info"] + arguments
         process.currentDirectoryURL = directory
-        let handle = try FileHandle(forWritingTo: output)
-        process.standardOutput = handle
-        process.standardError = handle
+        process.standardOutput = output.pipe
+        process.standardError = output.pipe
         try process.run()
     }
 
@@ -38,18 +37,15 @@ final class StampProcess: @unchecked Sendable {
         process.waitUntilExit()
     }
 
-    /// Waits until `/health/ready` answers 200, polling at most `attempts` times 50 ms apart: a
-    /// started process gives no other signal that it is ready.
-    func waitUntilReady(attempts: Int = 300) async throws {
-        for _ in 0..<attempts {
-            guard process.isRunning else { throw ProcessTestError("node on port \(port) exited: \(log)") }
-            if let (_, status) = try? await HTTP.get("\(baseURL)/health/ready"), status == 200 { return }
-            try await Task.sleep(for: .milliseconds(50))
+    /// Waits for the node's log to say that it listens and issues IDs, then checks that
+    /// `/health/ready` agrees.
+    func waitUntilReady() async throws {
+        for line in ["Server started and listening", "issuing IDs"] where await !output.waitFor(line) {
+            throw ProcessTestError("node on port \(port) exited before it was ready: \(output.contents)")
         }
-        throw ProcessTestError("node on port \(port) did not become ready: \(log)")
+        let (_, status) = try await HTTP.get("\(baseURL)/health/ready")
+        guard status == 200 else { throw ProcessTestError("node on port \(port) logged that it issues IDs but answers \(status) to /health/ready") }
     }
-
-    var log: String { (try? String(contentsOf: output, encoding: .utf8)) ?? "" }
 
     static func freePort() throws -> Int {
         let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
