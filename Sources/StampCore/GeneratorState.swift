@@ -165,11 +165,14 @@ extension GeneratorState {
         return LockFreeWindow(wallTime: wall, limitPosition: limitPosition)
     }
 
+    /// The last position as a closed word (0 before the first ID).
+    var closedWord: UInt64 {
+        lastTime >= 0 ? UInt64(lastPosition) : 0
+    }
+
     /// The word to publish for this state: the last position, with ``openBit`` when it has a lock-free window.
     var publishedWord: UInt64 {
-        guard lastTime >= 0 else { return 0 }
-        let position = UInt64(lastPosition)
-        return lockFreeWindow == nil ? position : position | Self.openBit
+        lockFreeWindow == nil ? closedWord : closedWord | Self.openBit
     }
 
     /// The published word after issuing `count` IDs at wall time `time` (layout time units), each above

@@ -195,12 +195,12 @@ public final class IDGenerator: Sendable {
     private func publishWord(of locked: inout Locked) {
         let state = locked.state
         guard let window = state.lockFreeWindow, state.lastPosition > locked.closedPosition else {
-            word.store(state.publishedWord & ~GeneratorState.openBit, ordering: .releasing)
+            word.store(state.closedWord, ordering: .releasing)
             return
         }
         windowWallTime.store(window.wallTime, ordering: .relaxed)
         windowLimitPosition.store(window.limitPosition, ordering: .relaxed)
-        word.store(state.publishedWord, ordering: .releasing)
+        word.store(state.closedWord | GeneratorState.openBit, ordering: .releasing)
     }
 
     /// The ID at `position` for `shard` on this node.
