@@ -8,9 +8,9 @@ let package = Package(
         .executable(name: "stamp", targets: ["stamp"]),
         .library(name: "StampCore", targets: ["StampCore"]),
         .library(name: "StampCoordination", targets: ["StampCoordination"]),
-        .library(name: "StampSQLiteStore", targets: ["StampSQLiteStore"]),
-        .library(name: "StampPostgresStore", targets: ["StampPostgresStore"]),
-        .library(name: "StampServer", targets: ["StampServer"]),
+        .library(name: "StampCoordinationSQLite", targets: ["StampCoordinationSQLite"]),
+        .library(name: "StampCoordinationPostgres", targets: ["StampCoordinationPostgres"]),
+        .library(name: "StampGeneratorNode", targets: ["StampGeneratorNode"]),
         .library(name: "StampTesting", targets: ["StampTesting"]),
         .library(name: "StampClient", targets: ["StampClient"]),
         .library(name: "StampShardMap", targets: ["StampShardMap"]),
@@ -42,7 +42,7 @@ let package = Package(
         ),
         // Coordination store on an embedded SQLite file (the default).
         .target(
-            name: "StampSQLiteStore",
+            name: "StampCoordinationSQLite",
             dependencies: [
                 "StampCore", "StampCoordination",
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
@@ -51,7 +51,7 @@ let package = Package(
         ),
         // Coordination store on PostgreSQL, for nodes on several machines.
         .target(
-            name: "StampPostgresStore",
+            name: "StampCoordinationPostgres",
             dependencies: [
                 "StampCore", "StampCoordination",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
@@ -60,7 +60,7 @@ let package = Package(
         ),
         // The generator node: lease keeping service and HTTP API.
         .target(
-            name: "StampServer",
+            name: "StampGeneratorNode",
             dependencies: [
                 "StampCore", "StampCoordination",
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -115,7 +115,7 @@ let package = Package(
         .target(
             name: "StampAuditServer",
             dependencies: [
-                "StampCore", "StampAudit", "StampAuditStore", "StampShardMap", "StampClient", "StampServer",
+                "StampCore", "StampAudit", "StampAuditStore", "StampShardMap", "StampClient", "StampGeneratorNode",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -142,7 +142,7 @@ let package = Package(
         .executableTarget(
             name: "stamp",
             dependencies: [
-                "StampCore", "StampCoordination", "StampSQLiteStore", "StampPostgresStore", "StampServer", "StampClient",
+                "StampCore", "StampCoordination", "StampCoordinationSQLite", "StampCoordinationPostgres", "StampGeneratorNode", "StampClient",
                 "StampShardMap", "StampAudit", "StampAuditStore", "StampAuditServer", "StampLoadBalancer",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -157,15 +157,15 @@ let package = Package(
         .testTarget(
             name: "StampCoordinationTests",
             dependencies: [
-                "StampCore", "StampCoordination", "StampSQLiteStore", "StampPostgresStore", "StampTesting",
+                "StampCore", "StampCoordination", "StampCoordinationSQLite", "StampCoordinationPostgres", "StampTesting",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
             ]
         ),
         .testTarget(
-            name: "StampServerTests",
+            name: "StampGeneratorNodeTests",
             dependencies: [
-                "StampCore", "StampCoordination", "StampServer", "StampTesting",
+                "StampCore", "StampCoordination", "StampGeneratorNode", "StampTesting",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
@@ -174,7 +174,7 @@ let package = Package(
         .testTarget(
             name: "StampClientTests",
             dependencies: [
-                "StampClient", "StampCore", "StampCoordination", "StampServer", "StampTesting", "StampLoadBalancer",
+                "StampClient", "StampCore", "StampCoordination", "StampGeneratorNode", "StampTesting", "StampLoadBalancer",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
@@ -186,7 +186,7 @@ let package = Package(
         .testTarget(
             name: "StampAuditTests",
             dependencies: [
-                "StampCore", "StampShardMap", "StampAudit", "StampAuditStore", "StampAuditServer", "StampClient", "StampServer", "StampTesting",
+                "StampCore", "StampShardMap", "StampAudit", "StampAuditStore", "StampAuditServer", "StampClient", "StampGeneratorNode", "StampTesting",
                 "StampLoadBalancer",
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),

@@ -4,7 +4,7 @@ import HummingbirdCore
 import Logging
 import NIOCore
 import StampAudit
-import StampServer
+import StampGeneratorNode
 
 /// Builds the HTTP application of an audit server; `stamp audit serve` and the tests both call it.
 ///
@@ -18,7 +18,7 @@ import StampServer
 public func buildAuditApplication<C: Clock<Duration>>(
     service: AuditService<C>,
     tokens: AuditTokens,
-    server: StampServer.ServerConfiguration = StampServer.ServerConfiguration(port: 7500, maxBodySize: AuditLimits.maxBodyBytes),
+    server: StampGeneratorNode.ServerConfiguration = StampGeneratorNode.ServerConfiguration(port: 7500, maxBodySize: AuditLimits.maxBodyBytes),
     metrics: (@Sendable () -> String)? = nil,
     logger: Logger
 ) -> some ApplicationProtocol {

@@ -4,7 +4,7 @@ import Hummingbird
 import NIOCore
 import StampAudit
 import StampCore
-import StampServer
+import StampGeneratorNode
 
 /// The bearer tokens of the API: writers record changes, readers also see personal-data values.
 public struct AuditTokens: Sendable {

@@ -4,7 +4,7 @@ import Metrics
 import StampAudit
 import StampClient
 import StampCore
-import StampServer
+import StampGeneratorNode
 import StampShardMap
 
 /// Where the audit service gets IDs: the generator cluster through ``StampIDClient`` in production.

@@ -10,7 +10,7 @@ import StampAuditServer
 import StampAuditStore
 import StampClient
 import StampCore
-import StampServer
+import StampGeneratorNode
 import StampShardMap
 
 struct Audit: AsyncParsableCommand {

@@ -7,7 +7,7 @@ import Prometheus
 import ServiceLifecycle
 import StampCoordination
 import StampCore
-import StampServer
+import StampGeneratorNode
 import StampShardMap
 
 struct Serve: AsyncParsableCommand {

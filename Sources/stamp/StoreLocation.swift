@@ -1,7 +1,7 @@
 import Logging
 import StampCoordination
-import StampPostgresStore
-import StampSQLiteStore
+import StampCoordinationPostgres
+import StampCoordinationSQLite
 
 /// Where the coordination store lives, as given on the command line.
 enum StoreLocation: Equatable {

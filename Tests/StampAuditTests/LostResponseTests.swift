@@ -9,7 +9,7 @@ import StampAudit
 import StampAuditServer
 import StampCore
 import StampLoadBalancer
-import StampServer
+import StampGeneratorNode
 import StampShardMap
 import StampTesting
 import Synchronization

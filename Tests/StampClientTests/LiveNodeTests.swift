@@ -8,7 +8,7 @@ import StampCore
 import StampTesting
 import Testing
 @testable import StampClient
-@testable import StampServer
+@testable import StampGeneratorNode
 
 /// A generator node in this process on an in-memory store, served over HTTP on loopback.
 struct LiveNode {

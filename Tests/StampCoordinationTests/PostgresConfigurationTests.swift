@@ -1,5 +1,5 @@
 import StampCoordination
-import StampPostgresStore
+import StampCoordinationPostgres
 import Testing
 
 @Suite("PostgreSQL store URLs")

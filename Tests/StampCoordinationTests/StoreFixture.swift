@@ -2,8 +2,8 @@ import Logging
 import PostgresNIO
 import StampCoordination
 import StampCore
-import StampPostgresStore
-import StampSQLiteStore
+import StampCoordinationPostgres
+import StampCoordinationSQLite
 import StampTesting
 import Testing
 

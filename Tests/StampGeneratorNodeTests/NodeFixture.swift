@@ -1,7 +1,7 @@
 import Logging
 import Metrics
 import MetricsTestKit
-@testable import StampServer
+@testable import StampGeneratorNode
 import StampCoordination
 import StampCore
 import StampTesting

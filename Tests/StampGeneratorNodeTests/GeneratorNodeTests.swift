@@ -1,6 +1,6 @@
 import StampCoordination
 import StampCore
-@testable import StampServer
+@testable import StampGeneratorNode
 import StampTesting
 import Testing
 

@@ -5,7 +5,7 @@ import HummingbirdTesting
 import Logging
 import NIOCore
 import StampCore
-@testable import StampServer
+@testable import StampGeneratorNode
 import StampTesting
 import Testing
 

@@ -1,7 +1,7 @@
 import Hummingbird
 import HummingbirdTesting
 import MetricsTestKit
-import StampServer
+import StampGeneratorNode
 import Testing
 
 @Suite("Request metrics")
