@@ -97,10 +97,3 @@ public struct CoordinationError: Error, Hashable, CustomStringConvertible {
 
     public var description: String { "coordination store: \(message)" }
 }
-
-extension Duration {
-    /// The duration in whole milliseconds, rounded down.
-    public var wholeMilliseconds: Int64 {
-        components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000
-    }
-}

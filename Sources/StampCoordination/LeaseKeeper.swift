@@ -1,3 +1,5 @@
+import StampCore
+
 /// The decisions of a generator node about its lease and reservation, as a pure state machine.
 ///
 /// The shell asks ``nextAction(now:logicalUnixMilliseconds:)`` what to do, performs it against the
