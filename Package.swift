@@ -8,6 +8,7 @@ let package = Package(
         .executable(name: "stamp", targets: ["stamp"]),
         .library(name: "StampCore", targets: ["StampCore"]),
         .library(name: "StampCoordination", targets: ["StampCoordination"]),
+        .library(name: "StampDatabase", targets: ["StampDatabase"]),
         .library(name: "StampCoordinationSQLite", targets: ["StampCoordinationSQLite"]),
         .library(name: "StampCoordinationPostgres", targets: ["StampCoordinationPostgres"]),
         .library(name: "StampGeneratorNode", targets: ["StampGeneratorNode"]),
@@ -40,6 +41,8 @@ let package = Package(
             name: "StampCoordination",
             dependencies: ["StampCore"]
         ),
+        // Where databases live (`sqlite:PATH`, `postgres://...`), read in one place.
+        .target(name: "StampDatabase"),
         // Coordination store on an embedded SQLite file (the default).
         .target(
             name: "StampCoordinationSQLite",
@@ -142,7 +145,7 @@ let package = Package(
         .executableTarget(
             name: "stamp",
             dependencies: [
-                "StampCore", "StampCoordination", "StampCoordinationSQLite", "StampCoordinationPostgres", "StampGeneratorNode", "StampClient",
+                "StampCore", "StampCoordination", "StampDatabase", "StampCoordinationSQLite", "StampCoordinationPostgres", "StampGeneratorNode", "StampClient",
                 "StampShardMap", "StampAudit", "StampAuditStore", "StampAuditServer", "StampLoadBalancer",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -6,6 +6,7 @@ import Metrics
 import Prometheus
 import ServiceLifecycle
 import StampCoordination
+import StampDatabase
 import StampCore
 import StampGeneratorNode
 import StampShardMap
@@ -70,7 +71,7 @@ struct Serve: AsyncParsableCommand {
     }
 
     /// The settings from flags, then the environment, then the defaults.
-    func settings() throws -> (node: NodeConfiguration, server: ServerConfiguration, store: StoreLocation, shardMap: String?, logLevel: Logger.Level) {
+    func settings() throws -> (node: NodeConfiguration, server: ServerConfiguration, store: DatabaseLocation, shardMap: String?, logLevel: Logger.Level) {
         let environment = ProcessInfo.processInfo.environment
         func value(_ flag: String?, _ name: String) -> String? { flag ?? environment[name] }
 
@@ -117,7 +118,7 @@ struct Serve: AsyncParsableCommand {
             maxCount: maxCount,
             minimumLifetime: .seconds(Int64(days) * 86_400)
         )
-        let store = try StoreLocation(parsing: value(self.store, "STAMP_STORE") ?? "sqlite:.stamp/coordination.sqlite")
+        let store = try DatabaseLocation.coordinationStore(parsing: value(self.store, "STAMP_STORE") ?? "sqlite:.stamp/coordination.sqlite")
         let levelText = value(logLevel, "STAMP_LOG_LEVEL") ?? "info"
         guard let level = Logger.Level(rawValue: levelText) else { throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical") }
         return (node, server, store, value(shardMap, "STAMP_SHARD_MAP"), level)
@@ -143,7 +144,7 @@ struct Serve: AsyncParsableCommand {
                 source.knows(shard: shard) ? true : await source.refreshIfChanged().knows(shard: shard)
             }
         }
-        let store = try settings.store.makeStore(logger: logger)
+        let store = try settings.store.makeCoordinationStore(logger: logger)
         let node = GeneratorNode(configuration: settings.node, store: store, clock: ContinuousClock(), logger: logger)
         let application = buildApplication(node: node, server: settings.server, metrics: { registry.emitToString() }, knowsShard: knowsShard, logger: logger)
         let group = ServiceGroup(

@@ -1,0 +1,61 @@
+/// Where a database lives: an SQLite file on this machine or a PostgreSQL database.
+///
+/// Coordination stores, shard databases and the demo all name databases this way, and this is
+/// the one place that text is read: `sqlite:PATH`, or `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`
+/// (also `postgresql://`).
+public enum DatabaseLocation: Sendable, Hashable {
+    /// An SQLite file on this machine.
+    case sqlite(path: String)
+    /// A PostgreSQL database, as a `postgres://` URL that may carry a password.
+    case postgres(url: String)
+
+    /// Reads `sqlite:PATH` or a `postgres://` / `postgresql://` URL.
+    ///
+    /// The URL itself is checked where a connection is configured from it; the message of a
+    /// refusal never repeats the text, which may be a mistyped URL with a password in it.
+    public init(parsing text: String) throws(DatabaseLocationError) {
+        if text.hasPrefix("sqlite:") {
+            let path = String(text.dropFirst("sqlite:".count))
+            guard !path.isEmpty else {
+                throw DatabaseLocationError("an SQLite location needs a path, as in sqlite:/var/lib/stamp/coordination.sqlite")
+            }
+            self = .sqlite(path: path)
+        } else if text.hasPrefix("postgres://") || text.hasPrefix("postgresql://") {
+            self = .postgres(url: text)
+        } else {
+            throw DatabaseLocationError("a database location must be sqlite:PATH or postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE")
+        }
+    }
+
+    /// Whether this is an SQLite file.
+    public var isSQLite: Bool {
+        if case .sqlite = self { true } else { false }
+    }
+
+    /// The same location with a relative SQLite path taken from `folder`; absolute paths and
+    /// PostgreSQL URLs are returned as they are.
+    public func resolvingRelativePath(from folder: String) -> DatabaseLocation {
+        guard case .sqlite(let path) = self, !path.hasPrefix("/") else { return self }
+        return .sqlite(path: folder.hasSuffix("/") ? folder + path : folder + "/" + path)
+    }
+
+    /// The location as written: `sqlite:PATH` or the URL, password included.
+    public var text: String {
+        switch self {
+        case .sqlite(let path): "sqlite:\(path)"
+        case .postgres(let url): url
+        }
+    }
+}
+
+/// A database location that could not be read.
+public struct DatabaseLocationError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// What is wrong, safe to show: it never repeats the location's text.
+    public let message: String
+
+    init(_ message: String) {
+        self.message = message
+    }
+
+    public var description: String { message }
+}
