@@ -41,8 +41,13 @@ let package = Package(
             name: "StampCoordination",
             dependencies: ["StampCore"]
         ),
-        // Where databases live (`sqlite:PATH`, `postgres://...`), read in one place.
-        .target(name: "StampDatabase"),
+        // Database plumbing in one place: locations (`sqlite:PATH`, `postgres://...`) and PostgreSQL URLs.
+        .target(
+            name: "StampDatabase",
+            dependencies: [
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+            ]
+        ),
         // Coordination store on an embedded SQLite file (the default).
         .target(
             name: "StampCoordinationSQLite",
@@ -56,7 +61,7 @@ let package = Package(
         .target(
             name: "StampCoordinationPostgres",
             dependencies: [
-                "StampCore", "StampCoordination",
+                "StampCore", "StampCoordination", "StampDatabase",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -108,7 +113,7 @@ let package = Package(
         .target(
             name: "StampAuditStore",
             dependencies: [
-                "StampCore", "StampAudit",
+                "StampCore", "StampAudit", "StampDatabase",
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -157,6 +162,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "StampCoreTests", dependencies: ["StampCore", "StampTesting"]),
+        .testTarget(name: "StampDatabaseTests", dependencies: ["StampDatabase"]),
         .testTarget(
             name: "StampCoordinationTests",
             dependencies: [

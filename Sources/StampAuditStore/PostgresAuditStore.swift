@@ -2,13 +2,8 @@ import Logging
 import PostgresNIO
 import StampAudit
 import StampCore
+import StampDatabase
 import Synchronization
-
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 
 /// An audit store in a PostgreSQL database, one database per shard.
 ///
@@ -34,6 +29,16 @@ public final class PostgresAuditStore: AuditStore {
         self.client = PostgresClient(configuration: configuration, backgroundLogger: logger)
         self.logger = logger
         (closed, closing) = AsyncStream.makeStream()
+    }
+
+    /// Reads a connection configuration from `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`, as
+    /// ``PostgresURL`` does; a refusal is an invalid configuration whose message never repeats the URL.
+    public static func configuration(url: String) throws(AuditStoreError) -> PostgresClient.Configuration {
+        do {
+            return try PostgresURL(parsing: url).configuration
+        } catch {
+            throw AuditStoreError(.invalidConfiguration, error.message)
+        }
     }
 
     /// Runs the connection pool until the task is cancelled or the store is closed.
@@ -381,50 +386,6 @@ public final class PostgresAuditStore: AuditStore {
             ]
         ),
     ]
-
-    /// Reads a connection configuration from `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`.
-    ///
-    /// The scheme may also be `postgresql`. User, password and database may be percent-encoded;
-    /// an IPv6 host goes in brackets; the port defaults to 5432. TLS is disabled. Error messages
-    /// never repeat the URL or any part of it.
-    public static func configuration(url: String) throws(AuditStoreError) -> PostgresClient.Configuration {
-        func invalid(_ reason: String) -> AuditStoreError {
-            AuditStoreError(.invalidConfiguration, "invalid PostgreSQL URL: \(reason)")
-        }
-        // URLComponents would keep a malformed percent-encoding as text; it is refused instead.
-        guard url.utf8.split(separator: UInt8(ascii: "%"), omittingEmptySubsequences: false).dropFirst().allSatisfy({ escape in
-            escape.count >= 2 && escape.prefix(2).allSatisfy { Character(Unicode.Scalar($0)).isHexDigit }
-        }) else {
-            throw invalid("it holds a malformed percent-encoding")
-        }
-        guard let components = URLComponents(string: url) else { throw invalid("it is not a URL") }
-        guard let scheme = components.scheme, ["postgres", "postgresql"].contains(scheme) else {
-            throw invalid("it must start with postgres:// or postgresql://")
-        }
-        guard components.query == nil, components.fragment == nil else {
-            throw invalid("query parameters and fragments are not supported")
-        }
-        guard let username = components.user, !username.isEmpty else { throw invalid("the user is missing (expected USER@HOST)") }
-        guard var host = components.host, !host.isEmpty else { throw invalid("the host is missing") }
-        if host.hasPrefix("["), host.hasSuffix("]") {
-            host = String(host.dropFirst().dropLast())
-        }
-        let port = components.port ?? 5432
-        guard (1...65_535).contains(port) else { throw invalid("the port must be a number from 1 to 65535") }
-        guard !components.percentEncodedPath.dropFirst().contains("/") else {
-            throw invalid("the path must be the database alone (expected HOST/DATABASE)")
-        }
-        let database = String(components.path.dropFirst())
-        guard !database.isEmpty else { throw invalid("the database is missing (expected HOST/DATABASE)") }
-        return PostgresClient.Configuration(
-            host: host,
-            port: port,
-            username: username,
-            password: components.password,
-            database: database,
-            tls: .disable
-        )
-    }
 }
 
 extension PSQLError {

@@ -2,6 +2,7 @@ import Logging
 import PostgresNIO
 import StampCoordination
 import StampCore
+import StampDatabase
 
 /// A coordination store in a PostgreSQL database, for generator nodes on several machines.
 ///
@@ -21,6 +22,16 @@ public final class PostgresCoordinationStore: CoordinationStore {
         self.clock = clock
         self.logger = logger
         (closed, closing) = AsyncStream.makeStream()
+    }
+
+    /// Reads a connection configuration from `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`, as
+    /// ``PostgresURL`` does; a refusal is an invalid location whose message never repeats the URL.
+    public static func configuration(url: String) throws(CoordinationError) -> PostgresClient.Configuration {
+        do {
+            return try PostgresURL(parsing: url).configuration
+        } catch {
+            throw CoordinationError(.invalidLocation, error.message, cause: error)
+        }
     }
 
     /// Runs the connection pool until the task is cancelled or the store is closed.

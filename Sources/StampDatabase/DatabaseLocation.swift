@@ -11,19 +11,19 @@ public enum DatabaseLocation: Sendable, Hashable {
 
     /// Reads `sqlite:PATH` or a `postgres://` / `postgresql://` URL.
     ///
-    /// The URL itself is checked where a connection is configured from it; the message of a
-    /// refusal never repeats the text, which may be a mistyped URL with a password in it.
-    public init(parsing text: String) throws(DatabaseLocationError) {
+    /// The URL itself is read by ``PostgresURL`` where a connection is configured from it; the
+    /// message of a refusal never repeats the text, which may be a mistyped URL with a password in it.
+    public init(parsing text: String) throws(DatabaseError) {
         if text.hasPrefix("sqlite:") {
             let path = String(text.dropFirst("sqlite:".count))
             guard !path.isEmpty else {
-                throw DatabaseLocationError("an SQLite location needs a path, as in sqlite:/var/lib/stamp/coordination.sqlite")
+                throw DatabaseError(.invalidLocation, "an SQLite location needs a path, as in sqlite:/var/lib/stamp/coordination.sqlite")
             }
             self = .sqlite(path: path)
         } else if text.hasPrefix("postgres://") || text.hasPrefix("postgresql://") {
             self = .postgres(url: text)
         } else {
-            throw DatabaseLocationError("a database location must be sqlite:PATH or postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE")
+            throw DatabaseError(.invalidLocation, "a database location must be sqlite:PATH or postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE")
         }
     }
 
@@ -46,16 +46,4 @@ public enum DatabaseLocation: Sendable, Hashable {
         case .postgres(let url): url
         }
     }
-}
-
-/// A database location that could not be read.
-public struct DatabaseLocationError: Error, Sendable, Hashable, CustomStringConvertible {
-    /// What is wrong, safe to show: it never repeats the location's text.
-    public let message: String
-
-    init(_ message: String) {
-        self.message = message
-    }
-
-    public var description: String { message }
 }
