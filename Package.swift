@@ -41,18 +41,22 @@ let package = Package(
             name: "StampCoordination",
             dependencies: ["StampCore"]
         ),
-        // Database plumbing in one place: locations (`sqlite:PATH`, `postgres://...`) and PostgreSQL URLs.
+        // Database plumbing in one place: locations (`sqlite:PATH`, `postgres://...`), PostgreSQL URLs,
+        // and the opening and lending of SQLite connections.
         .target(
             name: "StampDatabase",
             dependencies: [
+                "StampCore",
+                .product(name: "SQLiteNIO", package: "sqlite-nio"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         // Coordination store on an embedded SQLite file (the default).
         .target(
             name: "StampCoordinationSQLite",
             dependencies: [
-                "StampCore", "StampCoordination",
+                "StampCore", "StampCoordination", "StampDatabase",
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -162,7 +166,14 @@ let package = Package(
             ]
         ),
         .testTarget(name: "StampCoreTests", dependencies: ["StampCore", "StampTesting"]),
-        .testTarget(name: "StampDatabaseTests", dependencies: ["StampDatabase"]),
+        .testTarget(
+            name: "StampDatabaseTests",
+            dependencies: [
+                "StampCore", "StampDatabase",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SQLiteNIO", package: "sqlite-nio"),
+            ]
+        ),
         .testTarget(
             name: "StampCoordinationTests",
             dependencies: [
@@ -197,6 +208,7 @@ let package = Package(
             dependencies: [
                 "StampCore", "StampShardMap", "StampAudit", "StampAuditStore", "StampAuditServer", "StampClient", "StampGeneratorNode", "StampTesting",
                 "StampLoadBalancer",
+                "StampDatabase",
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),

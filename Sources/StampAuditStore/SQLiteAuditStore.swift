@@ -2,6 +2,7 @@ import Logging
 import SQLiteNIO
 import StampAudit
 import StampCore
+import StampDatabase
 
 /// An audit store in one SQLite file: the embedded default, one file per shard.
 ///
@@ -182,6 +183,9 @@ public final class SQLiteAuditStore: AuditStore {
     /// messages may quote the statement.
     private static func wrap(_ error: any Error, action: String, logger: Logger) -> AuditStoreError {
         if let error = error as? AuditStoreError { return error }
+        if let error = error as? DatabaseError {
+            return AuditStoreError(.unavailable, "the SQLite store could not \(action): \(error.message)")
+        }
         logger.debug("an SQLite audit store operation failed", metadata: metadata(error))
         guard let error = error as? SQLiteError else {
             return AuditStoreError(.unavailable, "the SQLite store could not \(action)")

@@ -2,6 +2,7 @@ import Logging
 import SQLiteNIO
 import StampCoordination
 import StampCore
+import StampDatabase
 
 /// A coordination store in one SQLite file, for generator nodes on one machine.
 ///
@@ -9,8 +10,12 @@ import StampCore
 /// `BEGIN IMMEDIATE` transaction, so processes sharing the file take turns on SQLite's write lock
 /// and waits are bounded by a busy timeout. Lease expiry is judged on the injected wall clock,
 /// which all processes on the machine share.
+///
+/// A store holds one connection, lent to one operation at a time: a transaction spans several
+/// statements. Other stores on the same file, in this process or another, hold connections of
+/// their own and wait on SQLite's file locks instead.
 public final class SQLiteCoordinationStore: CoordinationStore {
-    private let gate: ConnectionGate
+    private let pool: SQLiteConnectionPool
     private let clock: any WallClock
     private let logger: Logger
     private let closed: AsyncStream<Never>
@@ -18,7 +23,7 @@ public final class SQLiteCoordinationStore: CoordinationStore {
 
     /// Creates a store on the file at `path`; the file and its parent directories are created on first use.
     public init(path: String, clock: any WallClock = SystemWallClock(), logger: Logger) {
-        self.gate = ConnectionGate(path: path, logger: logger)
+        self.pool = SQLiteConnectionPool(path: path, capacity: 1, logger: logger)
         self.clock = clock
         self.logger = logger
         (closed, closing) = AsyncStream.makeStream()
@@ -82,7 +87,7 @@ public final class SQLiteCoordinationStore: CoordinationStore {
 
     public func liveLeases() async throws(CoordinationError) -> [NodeLease] {
         do {
-            return try await gate.withConnection { connection in
+            return try await pool.withConnection { connection in
                 let rows = try await connection.query(SQL.liveLeases, [.integer(SQLiteInt64(clock.unixMilliseconds()))])
                 return try rows.map(NodeLease.init(row:))
             }
@@ -93,7 +98,7 @@ public final class SQLiteCoordinationStore: CoordinationStore {
 
     public func close() async {
         closing.finish()
-        await gate.close()
+        await pool.close()
     }
 
     /// Runs `body` in a `BEGIN IMMEDIATE` transaction with the clock's now, read once the write lock is held.
@@ -102,7 +107,7 @@ public final class SQLiteCoordinationStore: CoordinationStore {
         _ body: (SQLiteConnection, Int64) async throws -> Result
     ) async throws(CoordinationError) -> Result {
         do {
-            return try await gate.withConnection { connection in
+            return try await pool.withConnection { connection in
                 _ = try await connection.query("BEGIN IMMEDIATE")
                 do {
                     let result = try await body(connection, clock.unixMilliseconds())
@@ -124,6 +129,9 @@ public final class SQLiteCoordinationStore: CoordinationStore {
 
     private static func wrap(_ error: any Error, action: String) -> CoordinationError {
         if let error = error as? CoordinationError { return error }
+        if let error = error as? DatabaseError {
+            return CoordinationError(.unavailable, "the SQLite store could not \(action): \(error.message)", cause: error)
+        }
         return CoordinationError(.unavailable, "the SQLite store could not \(action)", cause: error)
     }
 

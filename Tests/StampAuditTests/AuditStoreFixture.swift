@@ -4,6 +4,7 @@ import SQLiteNIO
 import StampAudit
 import StampAuditStore
 import StampCore
+import StampDatabase
 import StampTesting
 import Testing
 
@@ -140,19 +141,18 @@ func postgresMigrations(configuration: PostgresClient.Configuration) async throw
     }
 }
 
-/// Runs `body` with a connection of its own to the SQLite file at `path`, as another process
-/// would have, with the stores' busy timeout.
+/// Runs `body` with a connection of its own to the SQLite file at `path`, opened as another
+/// process would open it.
 func withSQLiteConnection<Result: Sendable>(_ path: String, _ body: (SQLiteConnection) async throws -> Result) async throws -> Result {
-    let connection = try await SQLiteConnection.open(storage: .file(path: path), logger: AuditStoreBackend.logger)
+    let pool = SQLiteConnectionPool(path: path, capacity: 1, logger: AuditStoreBackend.logger)
     let result: Result
     do {
-        _ = try await connection.query("PRAGMA busy_timeout = 10000")
-        result = try await body(connection)
+        result = try await pool.withConnection(body)
     } catch {
-        try await connection.close()
+        await pool.close()
         throw error
     }
-    try await connection.close()
+    await pool.close()
     return result
 }
 

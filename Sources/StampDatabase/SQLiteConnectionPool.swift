@@ -1,6 +1,6 @@
 import Logging
 import SQLiteNIO
-import StampAudit
+import StampCore
 import Synchronization
 
 #if canImport(FoundationEssentials)
@@ -10,7 +10,11 @@ import Foundation
 #endif
 
 /// Lends up to `capacity` SQLite connections on one file, each to one operation at a time,
-/// opening them on first use.
+/// opening them on first use: the one place SQLite files are opened and set up.
+///
+/// Each connection waits up to ``busyTimeout`` for another connection's lock, runs in WAL mode and
+/// commits with `synchronous = FULL`. With a capacity of 1 the pool is a gate: the store's one
+/// connection, lent to one operation at a time.
 ///
 /// A connection runs one statement at a time, and a transaction spans several statements, so an
 /// operation holds its connection from start to end; operations beyond the capacity wait their
@@ -20,7 +24,7 @@ import Foundation
 /// Every connection runs its statements on a thread of its own. While SQLite waits for another
 /// connection's lock it blocks that thread; on a shared thread pool, connections waiting for each
 /// other in one process could take every thread, leaving the lock holder none to finish with.
-final class SQLiteConnectionPool: Sendable {
+public final class SQLiteConnectionPool: Sendable {
     private struct Opened: Sendable {
         var connection: SQLiteConnection
         var threadPool: NIOThreadPool
@@ -36,7 +40,7 @@ final class SQLiteConnectionPool: Sendable {
     }
 
     /// How long a statement waits for another connection's lock before failing with `SQLITE_BUSY`.
-    static let busyTimeoutMilliseconds = 10_000
+    public static let busyTimeout: Duration = .seconds(10)
 
     private let path: String
     private let capacity: Int
@@ -46,7 +50,8 @@ final class SQLiteConnectionPool: Sendable {
 
     /// Creates a pool of at most `capacity` connections to the file at `path`; each runs `setUp`
     /// once it is open, after the busy timeout, WAL mode and full synchronous commits are set.
-    init(path: String, capacity: Int, setUp: [String] = [], logger: Logger) {
+    /// The file and its parent directories are created when the first connection opens.
+    public init(path: String, capacity: Int, setUp: [String] = [], logger: Logger) {
         self.path = path
         self.capacity = capacity
         self.setUp = setUp
@@ -54,10 +59,11 @@ final class SQLiteConnectionPool: Sendable {
         self.state = Mutex(State(freeTurns: capacity))
     }
 
-    /// Runs `body` with a connection no other operation holds.
-    func withConnection<Result: Sendable>(_ body: (SQLiteConnection) async throws -> Result) async throws -> Result {
+    /// Runs `body` with a connection no other operation holds; fails with ``DatabaseError`` when
+    /// the pool is closed or the file cannot be opened, and with what `body` or SQLite throws.
+    public func withConnection<Result: Sendable>(_ body: (SQLiteConnection) async throws -> Result) async throws -> Result {
         guard await takeTurn(evenIfClosed: false) else {
-            throw AuditStoreError(.unavailable, "the SQLite store is closed")
+            throw DatabaseError(.unavailable, "the SQLite database is closed")
         }
         defer { passTurn() }
         let opened = try await idleOrNewConnection()
@@ -67,7 +73,7 @@ final class SQLiteConnectionPool: Sendable {
 
     /// Waits for running operations, then closes every connection and stops its thread; later
     /// operations fail. Closing again does nothing.
-    func close() async {
+    public func close() async {
         let wasClosed = state.withLock { state in
             defer { state.isClosed = true }
             return state.isClosed
@@ -119,7 +125,7 @@ final class SQLiteConnectionPool: Sendable {
         }
         do {
             // The busy timeout comes first: switching to WAL needs a lock another connection may hold.
-            _ = try await connection.query("PRAGMA busy_timeout = \(Self.busyTimeoutMilliseconds)")
+            _ = try await connection.query("PRAGMA busy_timeout = \(Self.busyTimeout.wholeMilliseconds)")
             _ = try await connection.query("PRAGMA journal_mode = WAL")
             _ = try await connection.query("PRAGMA synchronous = FULL")
             for statement in setUp {
@@ -141,7 +147,7 @@ final class SQLiteConnectionPool: Sendable {
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         } catch {
-            throw AuditStoreError(.unavailable, "could not create the directory for the SQLite store")
+            throw DatabaseError(.unavailable, "could not create the directory for the SQLite database", cause: error)
         }
     }
 
