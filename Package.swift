@@ -100,7 +100,7 @@ let package = Package(
         .target(
             name: "StampShardMap",
             dependencies: [
-                "StampCore",
+                "StampCore", "StampDatabase",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]

@@ -110,9 +110,11 @@ public enum AuditStores {
     /// Makes the store of `shard`: SQLite for `sqlite:PATH` (a relative path taken from `folder`,
     /// the map file's folder), PostgreSQL for `postgres://...`.
     public static func open(_ shard: ShardMap.Shard, folder: String, logger: Logger) throws -> any AuditStore {
-        if let path = ShardMap.sqlitePath(of: shard.database, relativeTo: folder) {
-            return SQLiteAuditStore(path: path, logger: logger)
+        switch shard.database.resolvingRelativePath(from: folder) {
+        case .sqlite(let path):
+            SQLiteAuditStore(path: path, logger: logger)
+        case .postgres(let url):
+            PostgresAuditStore(configuration: try PostgresAuditStore.configuration(url: url), logger: logger)
         }
-        return PostgresAuditStore(configuration: try PostgresAuditStore.configuration(url: shard.database), logger: logger)
     }
 }

@@ -2,7 +2,7 @@
 ///
 /// Coordination stores, shard databases and the demo all name databases this way, and this is
 /// the one place that text is read: `sqlite:PATH`, or `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`
-/// (also `postgresql://`).
+/// (also `postgresql://`). In JSON, a location is its text.
 public enum DatabaseLocation: Sendable, Hashable {
     /// An SQLite file on this machine.
     case sqlite(path: String)
@@ -32,10 +32,10 @@ public enum DatabaseLocation: Sendable, Hashable {
         if case .sqlite = self { true } else { false }
     }
 
-    /// The same location with a relative SQLite path taken from `folder`; absolute paths and
-    /// PostgreSQL URLs are returned as they are.
+    /// The same location with a relative SQLite path taken from `folder`; absolute paths, PostgreSQL
+    /// URLs and an empty `folder` (the current directory) leave it as it is.
     public func resolvingRelativePath(from folder: String) -> DatabaseLocation {
-        guard case .sqlite(let path) = self, !path.hasPrefix("/") else { return self }
+        guard case .sqlite(let path) = self, !path.hasPrefix("/"), !folder.isEmpty else { return self }
         return .sqlite(path: folder.hasSuffix("/") ? folder + path : folder + "/" + path)
     }
 
@@ -45,5 +45,23 @@ public enum DatabaseLocation: Sendable, Hashable {
         case .sqlite(let path): "sqlite:\(path)"
         case .postgres(let url): url
         }
+    }
+}
+
+extension DatabaseLocation: Codable {
+    /// Reads a location from its text; a refusal's message never repeats the text.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        do {
+            try self.init(parsing: try container.decode(String.self))
+        } catch let error as DatabaseError {
+            throw DecodingError.dataCorruptedError(in: container, debugDescription: error.message)
+        }
+    }
+
+    /// Writes the location's ``text``.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(text)
     }
 }

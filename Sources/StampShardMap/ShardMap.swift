@@ -1,5 +1,6 @@
 import Foundation
 import StampCore
+import StampDatabase
 
 /// A versioned mapping of users to shards and of shards to databases.
 ///
@@ -28,11 +29,12 @@ public struct ShardMap: Sendable, Equatable, Codable {
     public struct Shard: Sendable, Equatable, Codable {
         /// The shard (database) ID written into every ID of a row stored there.
         public var id: Int
-        /// `sqlite:PATH` (a relative path is taken from the map file's folder) or `postgres://...`.
-        public var database: String
+        /// Where the shard's database lives, written `sqlite:PATH` (a relative path is taken from the
+        /// map file's folder) or `postgres://...`.
+        public var database: DatabaseLocation
         public var state: State
 
-        public init(id: Int, database: String, state: State = .active) {
+        public init(id: Int, database: DatabaseLocation, state: State = .active) {
             self.id = id
             self.database = database
             self.state = state
@@ -103,7 +105,7 @@ public struct ShardMap: Sendable, Equatable, Codable {
     }
 
     /// A first version spreading `slotCount` slots evenly over `databases`, given shard IDs 0, 1, ...
-    public static func even(databases: [String], slotCount: Int = 1024) -> ShardMap {
+    public static func even(databases: [DatabaseLocation], slotCount: Int = 1024) -> ShardMap {
         let shards = databases.enumerated().map { Shard(id: $0.offset, database: $0.element) }
         let assignments = shards.indices.map { index in
             Assignment(slots: (slotCount * index / shards.count)...(slotCount * (index + 1) / shards.count - 1), shard: index)
@@ -167,9 +169,6 @@ public struct ShardMap: Sendable, Equatable, Codable {
                 throw ShardMapError(.invalid, "shard \(shard.id) is outside the layout's shard range 0...\(layout.maxShard)")
             }
             guard seen.insert(shard.id).inserted else { throw ShardMapError(.invalid, "shard \(shard.id) is listed twice") }
-            guard shard.database.hasPrefix("sqlite:") || shard.database.hasPrefix("postgres://") || shard.database.hasPrefix("postgresql://") else {
-                throw ShardMapError(.invalid, "shard \(shard.id): database must be sqlite:PATH or postgres://...")
-            }
         }
         var covered = 0
         for assignment in assignments.sorted(by: { $0.slots.lowerBound < $1.slots.lowerBound }) {

@@ -153,12 +153,4 @@ extension ShardMap {
     public func write(to path: String) throws {
         try encoded().write(to: URL(fileURLWithPath: path), options: .atomic)
     }
-
-    /// The SQLite file of a `sqlite:PATH` database, a relative path taken from `folder`; `nil`
-    /// for other databases.
-    public static func sqlitePath(of database: String, relativeTo folder: String) -> String? {
-        guard database.hasPrefix("sqlite:") else { return nil }
-        let path = String(database.dropFirst("sqlite:".count))
-        return path.hasPrefix("/") ? path : URL(fileURLWithPath: folder).appendingPathComponent(path).path
-    }
 }

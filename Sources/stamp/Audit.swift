@@ -139,7 +139,7 @@ struct AuditServe: AsyncParsableCommand {
         } catch let error as ShardMapError {
             throw ValidationError("--shard-map: \(error.message)")
         }
-        let shards = ShardSet(initial: first, maxBatch: settings.maxBatch, commitsPerShard: { $0.database.hasPrefix("sqlite:") ? 1 : 4 }, logger: logger) { shard in
+        let shards = ShardSet(initial: first, maxBatch: settings.maxBatch, commitsPerShard: { $0.database.isSQLite ? 1 : 4 }, logger: logger) { shard in
             try AuditStores.open(shard, folder: folder, logger: logger)
         }
         let source: ShardMapSource<ContinuousClock>
@@ -181,7 +181,7 @@ struct AuditServe: AsyncParsableCommand {
         guard !FileManager.default.fileExists(atPath: path) else { return }
         let folder = URL(fileURLWithPath: path).deletingLastPathComponent()
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-        try ShardMap.even(databases: ["sqlite:audit-shard-0.sqlite"]).write(to: path)
+        try ShardMap.even(databases: [.sqlite(path: "audit-shard-0.sqlite")]).write(to: path)
         logger.notice("shard map created", metadata: ["stamp.shard_map.path": "\(path)"])
     }
 }

@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import ServiceLifecycle
 import StampAudit
+import StampDatabase
 import StampLoadBalancer
 import StampShardMap
 import Synchronization
@@ -222,7 +223,7 @@ struct DemoTopology: Sendable {
 
         let databases = try await prepareDatabases(logs: logs)
         let mapPath = folder.appendingPathComponent("shard-map.json").path
-        try ShardMap.even(databases: databases.shards).write(to: mapPath)
+        try ShardMap.even(databases: databases.shards.map(DatabaseLocation.init(parsing:))).write(to: mapPath)
 
         let generatorPorts = try (0..<DemoPlan.generatorCount).map { _ in try FreePort.next() }
         let generators = try generatorPorts.enumerated().map { index, port in

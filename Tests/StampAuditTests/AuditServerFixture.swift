@@ -9,6 +9,7 @@ import StampAudit
 import StampAuditServer
 import StampAuditStore
 import StampCore
+import StampDatabase
 import StampShardMap
 import StampTesting
 import Testing
@@ -43,7 +44,7 @@ struct AuditFixture: Sendable {
     let records: RecordingLogHandler.Records
     let metrics: TestMetrics
     /// The database locations made for the test, by shard ID; more can be made with ``addDatabase(shard:)``.
-    let makeDatabase: @Sendable (Int) async throws -> String
+    let makeDatabase: @Sendable (Int) async throws -> DatabaseLocation
 
     var map: ShardMap { service.shardMap.current }
 
@@ -82,7 +83,7 @@ func withAuditFixture(_ backend: AuditStoreBackend, shardCount: Int = 3, _ body:
         try map.write(to: mapPath)
         let records = RecordingLogHandler.Records()
         let logger = records.logger()
-        let shards = ShardSet(initial: map, maxBatch: 64, commitsPerShard: { $0.database.hasPrefix("sqlite:") ? 1 : 4 }, logger: logger) { shard in
+        let shards = ShardSet(initial: map, maxBatch: 64, commitsPerShard: { $0.database.isSQLite ? 1 : 4 }, logger: logger) { shard in
             try AuditStores.open(shard, folder: folder.path, logger: logger)
         }
         let source = try ShardMapSource(path: mapPath, layout: .default, clock: ManualClock(), logger: logger) { try await shards.prepare($0) }
@@ -119,10 +120,10 @@ final class TestDatabases: @unchecked Sendable {
     }
 
     /// A location for shard `shard` in the form the shard map takes.
-    func make(shard: Int) async throws -> String {
+    func make(shard: Int) async throws -> DatabaseLocation {
         switch backend {
         case .sqlite:
-            return "sqlite:shard-\(shard).sqlite"
+            return .sqlite(path: "shard-\(shard).sqlite")
         case .postgres:
             let url = try #require(AuditStoreBackend.postgresURL)
             let name = "\(prefix)_\(shard)"
@@ -130,7 +131,7 @@ final class TestDatabases: @unchecked Sendable {
                 try await client.query("CREATE DATABASE \(unescaped: name)")
             }
             lock.withLock { created.append(name) }
-            return Self.url(url, database: name)
+            return .postgres(url: Self.url(url, database: name))
         }
     }
 

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import StampCore
+import StampDatabase
 import StampShardMap
 import StampTesting
 import Testing
@@ -9,7 +10,7 @@ import Testing
     let layout = IDLayout.default
 
     @Test func evenMapAssignsEverySlotOnceAndValidates() throws {
-        let map = ShardMap.even(databases: ["sqlite:a", "sqlite:b", "sqlite:c"], slotCount: 1024)
+        let map = ShardMap.even(databases: [.sqlite(path: "a"), .sqlite(path: "b"), .sqlite(path: "c")], slotCount: 1024)
         try map.validate(layout: layout)
         #expect(map.assignments.map(\.slots) == [0...340, 341...681, 682...1023])
         var counts = [0, 0, 0]
@@ -22,7 +23,7 @@ import Testing
 
     @Test func slotsAreStableAcrossRuns() {
         // FNV-1a 64 of the UTF-8 bytes: fixed values, never Swift's per-process seeded hash.
-        let map = ShardMap.even(databases: ["sqlite:a"], slotCount: 1024)
+        let map = ShardMap.even(databases: [.sqlite(path: "a")], slotCount: 1024)
         #expect(map.slot(ofUser: "") == Int(0xcbf2_9ce4_8422_2325 % UInt64(1024)))
         #expect(map.slot(ofUser: "alice") == map.slot(ofUser: "alice"))
         #expect(map.slot(ofUser: "a") == Int(0xaf63_dc4c_8601_ec8c % UInt64(1024)))
@@ -37,6 +38,7 @@ import Testing
         """
         let map = try ShardMap.decode(Data(text.utf8), layout: layout)
         #expect(map.version == 2)
+        #expect(map.shards.map(\.database) == [.sqlite(path: "s0.sqlite"), .postgres(url: "postgres://u@127.0.0.1:5432/s3")])
         #expect(map.assignments[1].slots == 6...7)
         #expect(try ShardMap.decode(map.encoded(), layout: layout) == map)
         let moved = (0..<1000).map { "u\($0)" }.first { map.slot(ofUser: $0) >= 6 }!
@@ -54,6 +56,7 @@ import Testing
         (#"{"version": 1, "slots": 4, "shards": [{"id": 0, "database": "sqlite:a", "state": "active"}], "assignments": [{"slots": "0-3", "shard": 1}]}"#, "unknown shard 1"),
         (#"{"version": 1, "slots": 4, "shards": [{"id": 0, "database": "sqlite:a", "state": "active"}], "assignments": [{"slots": "3-1", "shard": 0}]}"#, "FIRST-LAST"),
         (#"{"version": 0, "slots": 4, "shards": [{"id": 0, "database": "sqlite:a", "state": "active"}], "assignments": [{"slots": "0-3", "shard": 0}]}"#, "version must be 1"),
+        (#"{"version": 1, "slots": 4, "shards": [{"id": 0, "database": "sqlite:", "state": "active"}], "assignments": [{"slots": "0-3", "shard": 0}]}"#, "needs a path"),
         (#"[1, 2]"#, "not a shard map"),
     ])
     func invalidMapsAreRefusedWithTheReason(text: String, reason: String) {
@@ -64,12 +67,21 @@ import Testing
         }
     }
 
+    @Test func aMalformedDatabaseIsRefusedWithoutRepeatingIt() {
+        let text = #"{"version": 1, "slots": 4, "shards": [{"id": 0, "database": "mysql://u:MARKER-7f3a@h/d", "state": "active"}], "assignments": [{"slots": "0-3", "shard": 0}]}"#
+        let error = #expect(throws: ShardMapError.self) {
+            try ShardMap.decode(Data(text.utf8), layout: layout)
+        }
+        #expect(error?.message.contains("shards.[0].database") == true, "\(error.map(\.message) ?? "")")
+        #expect(error?.message.contains("MARKER") == false)
+    }
+
     @Test func sourceMovesOnlyForwardAndPreparesFirst() async throws {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("stamp-map-\(UUID())")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: folder) }
         let path = folder.appendingPathComponent("map.json").path
-        var map = ShardMap.even(databases: ["sqlite:a", "sqlite:b"], slotCount: 16)
+        var map = ShardMap.even(databases: [.sqlite(path: "a"), .sqlite(path: "b")], slotCount: 16)
         try map.write(to: path)
         let prepared = PreparedVersions()
         let clock = ManualClock()
@@ -80,7 +92,7 @@ import Testing
 
         // A new version: prepared, then published.
         map.version = 2
-        map.shards.append(ShardMap.Shard(id: 2, database: "sqlite:c"))
+        map.shards.append(ShardMap.Shard(id: 2, database: .sqlite(path: "c")))
         map.assignments = [ShardMap.Assignment(slots: 0...7, shard: 0), ShardMap.Assignment(slots: 8...11, shard: 1), ShardMap.Assignment(slots: 12...15, shard: 2, previous: [1])]
         try map.write(to: path)
         #expect(await source.refreshIfChanged().version == 2)
