@@ -151,6 +151,16 @@ let package = Package(
             name: "StampTesting",
             dependencies: ["StampCore", "StampCoordination", .product(name: "Logging", package: "swift-log")]
         ),
+        // Fresh PostgreSQL databases for the store tests; apart from StampTesting, so that tests
+        // without a database build no database driver.
+        .target(
+            name: "StampDatabaseTesting",
+            dependencies: [
+                "StampDatabase",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .executableTarget(
             name: "stamp",
             dependencies: [
@@ -169,8 +179,9 @@ let package = Package(
         .testTarget(
             name: "StampDatabaseTests",
             dependencies: [
-                "StampCore", "StampDatabase",
+                "StampCore", "StampDatabase", "StampDatabaseTesting",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
             ]
         ),
@@ -178,8 +189,8 @@ let package = Package(
             name: "StampCoordinationTests",
             dependencies: [
                 "StampCore", "StampCoordination", "StampCoordinationSQLite", "StampCoordinationPostgres", "StampTesting",
+                "StampDatabaseTesting",
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "PostgresNIO", package: "postgres-nio"),
             ]
         ),
         .testTarget(
@@ -208,7 +219,7 @@ let package = Package(
             dependencies: [
                 "StampCore", "StampShardMap", "StampAudit", "StampAuditStore", "StampAuditServer", "StampClient", "StampGeneratorNode", "StampTesting",
                 "StampLoadBalancer",
-                "StampDatabase",
+                "StampDatabase", "StampDatabaseTesting",
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),

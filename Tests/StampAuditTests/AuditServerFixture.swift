@@ -4,14 +4,15 @@ import HummingbirdTesting
 import Logging
 import Metrics
 import MetricsTestKit
-import PostgresNIO
 import StampAudit
 import StampAuditServer
 import StampAuditStore
 import StampCore
 import StampDatabase
+import StampDatabaseTesting
 import StampShardMap
 import StampTesting
+import Synchronization
 import Testing
 
 /// IDs from a generator in the test process: the audit service's source without the network.
@@ -109,49 +110,30 @@ func withAuditFixture(_ backend: AuditStoreBackend, shardCount: Int = 3, _ body:
 }
 
 /// Fresh databases for shards: SQLite file names, or PostgreSQL databases on the test server.
-final class TestDatabases: @unchecked Sendable {
+final class TestDatabases: Sendable {
     let backend: AuditStoreBackend
-    private let lock = NSLock()
-    private var created: [String] = []
-    private let prefix = "stamp_audit_srv_\(UUID().uuidString.lowercased().filter { $0 != "-" }.prefix(12))"
+    private let created = Mutex<[PostgresURL]>([])
 
     init(backend: AuditStoreBackend) {
         self.backend = backend
     }
 
-    /// A location for shard `shard` in the form the shard map takes.
+    /// A location for shard `shard`: a file beside the map, or a database created on the test server.
     func make(shard: Int) async throws -> DatabaseLocation {
         switch backend {
         case .sqlite:
             return .sqlite(path: "shard-\(shard).sqlite")
         case .postgres:
-            let url = try #require(AuditStoreBackend.postgresURL)
-            let name = "\(prefix)_\(shard)"
-            try await withPostgresClient(try PostgresAuditStore.configuration(url: url)) { client in
-                try await client.query("CREATE DATABASE \(unescaped: name)")
-            }
-            lock.withLock { created.append(name) }
-            return .postgres(url: Self.url(url, database: name))
+            let server = try #require(TestPostgresServer.environment)
+            let database = try await server.createDatabase(prefix: "stamp_audit_shard\(shard)")
+            created.withLock { $0.append(database) }
+            return .postgres(url: database.text)
         }
     }
 
     func drop() async throws {
-        guard backend == .postgres, let url = AuditStoreBackend.postgresURL else { return }
-        let names = lock.withLock { created }
-        try await withPostgresClient(try PostgresAuditStore.configuration(url: url)) { client in
-            for name in names {
-                try await client.query("DROP DATABASE IF EXISTS \(unescaped: name) WITH (FORCE)")
-            }
-        }
-    }
-
-    /// `url` with its database replaced by `database`.
-    static func url(_ url: String, database: String) -> String {
-        let schemeEnd = url.range(of: "://")!.upperBound
-        let rest = url[schemeEnd...]
-        let hostEnd = rest.firstIndex(of: "/") ?? rest.endIndex
-        let query = rest[hostEnd...].firstIndex(of: "?").map { String(rest[$0...]) } ?? ""
-        return String(url[..<hostEnd]) + "/" + database + query
+        guard let server = TestPostgresServer.environment else { return }
+        try await server.dropDatabases(created.withLock { $0 })
     }
 }
 

@@ -5,6 +5,7 @@ import StampAudit
 import StampAuditStore
 import StampCore
 import StampDatabase
+import StampDatabaseTesting
 import StampTesting
 import Testing
 
@@ -19,13 +20,8 @@ enum AuditStoreBackend: Sendable, CustomTestStringConvertible {
     case sqlite
     case postgres
 
-    /// The PostgreSQL server named by `STAMP_TEST_POSTGRES_URL`, whose user may create databases and roles.
-    ///
-    /// `scripts/test` starts a throwaway server and sets it; without it the PostgreSQL cases are skipped.
-    static let postgresURL = ProcessInfo.processInfo.environment["STAMP_TEST_POSTGRES_URL"]
-
-    /// The backends this run can test: SQLite always, PostgreSQL when ``postgresURL`` is set.
-    static let testable: [AuditStoreBackend] = postgresURL == nil ? [.sqlite] : [.sqlite, .postgres]
+    /// The backends this run can test: SQLite always, PostgreSQL when `STAMP_TEST_POSTGRES_URL` names a server.
+    static let testable: [AuditStoreBackend] = TestPostgresServer.environment == nil ? [.sqlite] : [.sqlite, .postgres]
 
     /// A logger that drops everything, so tests never touch the global logging system.
     static let logger = Logger(label: "stamp.audit-store-tests", factory: { _ in SwiftLogNoOpLogHandler() })
@@ -87,8 +83,9 @@ func withAuditStores(
         )
         try await running(database, migrating: migrating, body)
     case .postgres:
-        let url = try #require(AuditStoreBackend.postgresURL, "STAMP_TEST_POSTGRES_URL is not set")
-        try await withFreshPostgresDatabase(administeredAt: url) { configuration in
+        let server = try #require(TestPostgresServer.environment, "STAMP_TEST_POSTGRES_URL is not set")
+        try await server.withFreshDatabase(prefix: "stamp_audit_test") { fresh in
+            let configuration = fresh.configuration
             let stores = (0..<count).map { _ in PostgresAuditStore(configuration: configuration, logger: logger) }
             let database = AuditStoreDatabase(
                 stores: stores,
@@ -102,20 +99,6 @@ func withAuditStores(
             )
             try await running(database, migrating: migrating, body)
         }
-    }
-}
-
-/// Runs `body` with a running PostgreSQL client on `configuration`.
-@discardableResult
-func withPostgresClient<Result: Sendable>(
-    _ configuration: PostgresClient.Configuration,
-    _ body: (PostgresClient) async throws -> Result
-) async throws -> Result {
-    let client = PostgresClient(configuration: configuration, backgroundLogger: AuditStoreBackend.logger)
-    return try await withThrowingTaskGroup { group in
-        group.addTask { await client.run() }
-        defer { group.cancelAll() }
-        return try await body(client)
     }
 }
 
@@ -175,28 +158,6 @@ private func running(_ database: AuditStoreDatabase, migrating: Bool, _ body: (A
             await store.close()
         }
         try await group.waitForAll()
-        if let failure { throw failure }
-    }
-}
-
-/// Creates a database with a unique name on the server of `url`, runs `body` with a configuration for it, and drops it.
-private func withFreshPostgresDatabase(
-    administeredAt url: String,
-    _ body: (PostgresClient.Configuration) async throws -> Void
-) async throws {
-    let administration = try PostgresAuditStore.configuration(url: url)
-    let name = "stamp_audit_test_\(UUID().uuidString.lowercased().filter { $0 != "-" })"
-    try await withPostgresClient(administration) { client in
-        try await client.query("CREATE DATABASE \(unescaped: name)")
-        var configuration = administration
-        configuration.database = name
-        var failure: (any Error)?
-        do {
-            try await body(configuration)
-        } catch {
-            failure = error
-        }
-        try await client.query("DROP DATABASE \(unescaped: name) WITH (FORCE)")
         if let failure { throw failure }
     }
 }

@@ -2,6 +2,7 @@ import PostgresNIO
 import StampAudit
 import StampAuditStore
 import StampCore
+import StampDatabaseTesting
 import StampTesting
 import Testing
 
@@ -19,7 +20,7 @@ struct AuditStoreSuiteTests {
     /// Stands for the PostgreSQL cases in the report: skipped, with the reason, when they do not run.
     @Test(
         "the PostgreSQL cases run against a test server",
-        .enabled(if: AuditStoreBackend.postgresURL != nil, "STAMP_TEST_POSTGRES_URL is not set, so every PostgreSQL case is skipped; scripts/test sets it")
+        .enabled(if: TestPostgresServer.environment != nil, "STAMP_TEST_POSTGRES_URL is not set, so every PostgreSQL case is skipped; scripts/test sets it")
     )
     func postgresCasesRun() async throws {
         #expect(AuditStoreBackend.testable.contains(.postgres))
@@ -252,7 +253,7 @@ struct AuditStoreSuiteTests {
 
     @Test(
         "a member of stamp_audit_writer may read and insert but not change or delete",
-        .enabled(if: AuditStoreBackend.postgresURL != nil, "STAMP_TEST_POSTGRES_URL is not set")
+        .enabled(if: TestPostgresServer.environment != nil, "STAMP_TEST_POSTGRES_URL is not set")
     )
     func writerRoleMayOnlyReadAndInsert() async throws {
         try await withAuditStores(.postgres) { database async throws in
@@ -301,7 +302,7 @@ struct AuditStoreSuiteTests {
 
     @Test(
         "migrating as a role that may not create roles skips the writer role with a warning, until a privileged role migrates",
-        .enabled(if: AuditStoreBackend.postgresURL != nil, "STAMP_TEST_POSTGRES_URL is not set")
+        .enabled(if: TestPostgresServer.environment != nil, "STAMP_TEST_POSTGRES_URL is not set")
     )
     func migratingWithoutCreateRole() async throws {
         try await withAuditStores(.postgres, migrating: false) { database async throws in

@@ -1,9 +1,9 @@
 import Logging
-import PostgresNIO
 import StampCoordination
 import StampCore
 import StampCoordinationPostgres
 import StampCoordinationSQLite
+import StampDatabaseTesting
 import StampTesting
 import Testing
 
@@ -18,8 +18,8 @@ enum StoreBackend: Sendable, CustomTestStringConvertible {
     case sqlite
     case postgres
 
-    /// The backends this run can test: SQLite always, PostgreSQL when ``postgresTestURL`` is set.
-    static let testable: [StoreBackend] = postgresTestURL == nil ? [.sqlite] : [.sqlite, .postgres]
+    /// The backends this run can test: SQLite always, PostgreSQL when `STAMP_TEST_POSTGRES_URL` names a server.
+    static let testable: [StoreBackend] = TestPostgresServer.environment == nil ? [.sqlite] : [.sqlite, .postgres]
 
     var testDescription: String {
         switch self {
@@ -28,11 +28,6 @@ enum StoreBackend: Sendable, CustomTestStringConvertible {
         }
     }
 }
-
-/// The PostgreSQL database named by `STAMP_TEST_POSTGRES_URL`, whose user may create and drop databases.
-///
-/// `scripts/test` starts a throwaway server and sets it; without it the PostgreSQL cases are skipped.
-let postgresTestURL = ProcessInfo.processInfo.environment["STAMP_TEST_POSTGRES_URL"]
 
 /// A logger that drops everything, so tests never touch the global logging system.
 let silentLogger = Logger(label: "stamp.tests", factory: { _ in SwiftLogNoOpLogHandler() })
@@ -63,10 +58,10 @@ func withStores(
         }
         try await running(stores, preparing: layout, body)
     case .postgres:
-        let url = try #require(postgresTestURL, "STAMP_TEST_POSTGRES_URL is not set")
-        try await withFreshDatabase(administeredAt: url) { configuration in
+        let server = try #require(TestPostgresServer.environment, "STAMP_TEST_POSTGRES_URL is not set")
+        try await server.withFreshDatabase { database in
             let stores: [any CoordinationStore] = (0..<count).map { _ in
-                PostgresCoordinationStore(configuration: configuration, clock: clock, logger: silentLogger)
+                PostgresCoordinationStore(configuration: database.configuration, clock: clock, logger: silentLogger)
             }
             try await running(stores, preparing: layout, body)
         }
@@ -98,31 +93,6 @@ private func running(
             await store.close()
         }
         try await group.waitForAll()
-        if let failure { throw failure }
-    }
-}
-
-/// Creates a database with a unique name on the server of `url`, runs `body` with a configuration for it, and drops it.
-private func withFreshDatabase(
-    administeredAt url: String,
-    _ body: (PostgresClient.Configuration) async throws -> Void
-) async throws {
-    let administration = try PostgresCoordinationStore.configuration(url: url)
-    let client = PostgresClient(configuration: administration, backgroundLogger: silentLogger)
-    let name = "stamp_test_\(UUID().uuidString.lowercased().filter { $0 != "-" })"
-    try await withThrowingTaskGroup { group in
-        group.addTask { await client.run() }
-        try await client.query("CREATE DATABASE \(unescaped: name)")
-        var configuration = administration
-        configuration.database = name
-        var failure: (any Error)?
-        do {
-            try await body(configuration)
-        } catch {
-            failure = error
-        }
-        try await client.query("DROP DATABASE \(unescaped: name) WITH (FORCE)")
-        group.cancelAll()
         if let failure { throw failure }
     }
 }

@@ -1,5 +1,6 @@
 import StampCoordination
 import StampCore
+import StampDatabaseTesting
 import StampTesting
 import Testing
 
@@ -15,7 +16,7 @@ struct StoreSuiteTests {
     /// Stands for the PostgreSQL cases in the report: skipped, with the reason, when they do not run.
     @Test(
         "the PostgreSQL cases run against a test server",
-        .enabled(if: postgresTestURL != nil, "STAMP_TEST_POSTGRES_URL is not set, so every PostgreSQL case is skipped; scripts/test sets it")
+        .enabled(if: TestPostgresServer.environment != nil, "STAMP_TEST_POSTGRES_URL is not set, so every PostgreSQL case is skipped; scripts/test sets it")
     )
     func postgresCasesRun() async throws {
         #expect(StoreBackend.testable.contains(.postgres))
