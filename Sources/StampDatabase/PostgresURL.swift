@@ -3,10 +3,11 @@ import PostgresNIO
 /// A PostgreSQL connection URL, `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`, read into its parts.
 ///
 /// This is the one reader of PostgreSQL URLs: every store configures its connections from it.
-/// The scheme may also be `postgresql`. Every part may be percent-encoded (a `/` or `:` in a
-/// password must be); an IPv6 host goes in brackets; the port defaults to 5432. Query parameters
-/// and fragments are refused, so are malformed percent-encodings and characters a URL cannot hold.
-/// A refusal's message never repeats the URL or any part of it, and ``description`` hides the password.
+/// The scheme may also be `postgresql`. Every part may be percent-encoded, and must be for a `/`,
+/// `?`, `#` or space in it or a `:` in the user; an IPv6 host goes in brackets; the port defaults
+/// to 5432. Query parameters and fragments are refused, so are malformed percent-encodings and
+/// characters a URL cannot hold. A refusal's message never repeats the URL or any part of it, and
+/// ``description`` hides the password.
 public struct PostgresURL: Sendable, Hashable, CustomStringConvertible {
     /// The port a URL without one names.
     public static let defaultPort = 5432

@@ -35,8 +35,9 @@ struct PostgresURLTests {
         #expect(bracketed.host == "::1")
         #expect(bracketed.port == 5432)
         #expect(try PostgresURL(parsing: "postgres://stamp:@db.internal/audit").password == "")
-        // An @ can only end the user and password, so an unencoded one in the password is still read.
+        // The last @ ends the password and the first : the user, so an unencoded @ or : in the password is still read.
         #expect(try PostgresURL(parsing: "postgres://stamp:p@ss@db.internal/audit").password == "p@ss")
+        #expect(try PostgresURL(parsing: "postgres://stamp:p:ss@db.internal/audit").password == "p:ss")
     }
 
     @Test(
