@@ -159,21 +159,7 @@ public final class SQLiteAuditStore: AuditStore {
         _ body: (SQLiteConnection) async throws -> Result
     ) async throws(AuditStoreError) -> Result {
         do {
-            return try await writer.withConnection { connection in
-                _ = try await connection.query("BEGIN IMMEDIATE")
-                do {
-                    let result = try await body(connection)
-                    _ = try await connection.query("COMMIT")
-                    return result
-                } catch {
-                    do {
-                        _ = try await connection.query("ROLLBACK")
-                    } catch {
-                        logger.debug("rolling back an SQLite transaction failed", metadata: Self.metadata(error))
-                    }
-                    throw error
-                }
-            }
+            return try await writer.withImmediateTransaction(body)
         } catch {
             throw Self.wrap(error, action: action, logger: logger)
         }
@@ -186,7 +172,7 @@ public final class SQLiteAuditStore: AuditStore {
         if let error = error as? DatabaseError {
             return AuditStoreError(.unavailable, "the SQLite store could not \(action): \(error.message)")
         }
-        logger.debug("an SQLite audit store operation failed", metadata: metadata(error))
+        logger.debug("an SQLite audit store operation failed", metadata: SQLiteConnectionPool.metadata(error))
         guard let error = error as? SQLiteError else {
             return AuditStoreError(.unavailable, "the SQLite store could not \(action)")
         }
@@ -200,12 +186,6 @@ public final class SQLiteAuditStore: AuditStore {
         default:
             return AuditStoreError(.unavailable, "the SQLite store could not \(action): the database failed (\(error.reason))")
         }
-    }
-
-    /// What may be logged about `error`: its kind, never its message.
-    private static func metadata(_ error: any Error) -> Logger.Metadata {
-        if let error = error as? SQLiteError { return ["stamp.sqlite.reason": "\(error.reason)"] }
-        return ["stamp.error.type": "\(type(of: error))"]
     }
 
     private static func id(in row: SQLiteRow) throws(AuditStoreError) -> StampID {

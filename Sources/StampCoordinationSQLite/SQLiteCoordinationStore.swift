@@ -17,7 +17,6 @@ import StampDatabase
 public final class SQLiteCoordinationStore: CoordinationStore {
     private let pool: SQLiteConnectionPool
     private let clock: any WallClock
-    private let logger: Logger
     private let closed: AsyncStream<Never>
     private let closing: AsyncStream<Never>.Continuation
 
@@ -25,7 +24,6 @@ public final class SQLiteCoordinationStore: CoordinationStore {
     public init(path: String, clock: any WallClock = SystemWallClock(), logger: Logger) {
         self.pool = SQLiteConnectionPool(path: path, capacity: 1, logger: logger)
         self.clock = clock
-        self.logger = logger
         (closed, closing) = AsyncStream.makeStream()
     }
 
@@ -107,20 +105,8 @@ public final class SQLiteCoordinationStore: CoordinationStore {
         _ body: (SQLiteConnection, Int64) async throws -> Result
     ) async throws(CoordinationError) -> Result {
         do {
-            return try await pool.withConnection { connection in
-                _ = try await connection.query("BEGIN IMMEDIATE")
-                do {
-                    let result = try await body(connection, clock.unixMilliseconds())
-                    _ = try await connection.query("COMMIT")
-                    return result
-                } catch {
-                    do {
-                        _ = try await connection.query("ROLLBACK")
-                    } catch {
-                        logger.debug("rolling back an SQLite transaction failed", metadata: ["stamp.error": "\(error)"])
-                    }
-                    throw error
-                }
+            return try await pool.withImmediateTransaction { connection in
+                try await body(connection, clock.unixMilliseconds())
             }
         } catch {
             throw Self.wrap(error, action: action)

@@ -71,6 +71,30 @@ public final class SQLiteConnectionPool: Sendable {
         return try await body(opened.connection)
     }
 
+    /// Runs `body` in a `BEGIN IMMEDIATE` transaction on a connection no other operation holds:
+    /// commits when `body` returns and returns after the commit; rolls back when `body` throws.
+    ///
+    /// `BEGIN IMMEDIATE` takes the file's write lock at once, waiting up to ``busyTimeout`` for
+    /// another connection to release it, so `body` runs with the lock held.
+    public func withImmediateTransaction<Result: Sendable>(_ body: (SQLiteConnection) async throws -> Result) async throws -> Result {
+        try await withConnection { connection in
+            _ = try await connection.query("BEGIN IMMEDIATE")
+            do {
+                let result = try await body(connection)
+                _ = try await connection.query("COMMIT")
+                return result
+            } catch {
+                do {
+                    _ = try await connection.query("ROLLBACK")
+                } catch {
+                    // Only the kind of failure: SQLite's messages may quote the statement.
+                    logger.debug("rolling back an SQLite transaction failed", metadata: Self.metadata(error))
+                }
+                throw error
+            }
+        }
+    }
+
     /// Waits for running operations, then closes every connection and stops its thread; later
     /// operations fail. Closing again does nothing.
     public func close() async {
@@ -104,6 +128,12 @@ public final class SQLiteConnectionPool: Sendable {
         for each in state.withLock({ $0.opened }) {
             each.threadPool.shutdownGracefully { _ in }
         }
+    }
+
+    /// What may be logged about `error`: its kind, never its message.
+    public static func metadata(_ error: any Error) -> Logger.Metadata {
+        if let error = error as? SQLiteError { return ["stamp.sqlite.reason": "\(error.reason)"] }
+        return ["stamp.error.type": "\(type(of: error))"]
     }
 
     private func idleOrNewConnection() async throws -> Opened {

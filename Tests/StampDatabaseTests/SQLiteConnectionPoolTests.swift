@@ -89,6 +89,29 @@ struct SQLiteConnectionPoolTests {
         let state = Mutex<(running: Int, most: Int, connections: Set<ObjectIdentifier>, done: Int)>((0, 0, [], 0))
     }
 
+    @Test("an immediate transaction commits what its body did, and rolls it back when the body throws")
+    func immediateTransactions() async throws {
+        struct Planned: Error {}
+        try await withTemporaryFile { path in
+            let pool = SQLiteConnectionPool(path: path, capacity: 2, logger: Self.logger)
+            try await pool.withImmediateTransaction { connection in
+                _ = try await connection.query("CREATE TABLE items (name TEXT)")
+                _ = try await connection.query("INSERT INTO items VALUES ('kept')")
+            }
+            await #expect(throws: Planned.self) {
+                try await pool.withImmediateTransaction { connection in
+                    _ = try await connection.query("INSERT INTO items VALUES ('undone')")
+                    throw Planned()
+                }
+            }
+            let names = try await pool.withConnection { connection in
+                try await connection.query("SELECT name FROM items").compactMap { $0.column("name")?.string }
+            }
+            await pool.close()
+            #expect(names == ["kept"])
+        }
+    }
+
     @Test("a closed pool refuses at once, and closing again does nothing")
     func closedPoolRefuses() async throws {
         try await withTemporaryFile { path in
