@@ -11,12 +11,15 @@ let package = Package(
         .library(name: "StampDatabase", targets: ["StampDatabase"]),
         .library(name: "StampCoordinationSQLite", targets: ["StampCoordinationSQLite"]),
         .library(name: "StampCoordinationPostgres", targets: ["StampCoordinationPostgres"]),
+        .library(name: "StampAPI", targets: ["StampAPI"]),
+        .library(name: "StampHTTP", targets: ["StampHTTP"]),
         .library(name: "StampGeneratorNode", targets: ["StampGeneratorNode"]),
         .library(name: "StampTesting", targets: ["StampTesting"]),
         .library(name: "StampClient", targets: ["StampClient"]),
         .library(name: "StampShardMap", targets: ["StampShardMap"]),
         .library(name: "StampAudit", targets: ["StampAudit"]),
         .library(name: "StampAuditStore", targets: ["StampAuditStore"]),
+        .library(name: "StampAuditService", targets: ["StampAuditService"]),
         .library(name: "StampAuditServer", targets: ["StampAuditServer"]),
         .library(name: "StampLoadBalancer", targets: ["StampLoadBalancer"]),
     ],
@@ -61,11 +64,31 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The wire types of both HTTP APIs as Codable values: what the servers encode and clients decode. No server.
+        .target(
+            name: "StampAPI",
+            dependencies: [
+                "StampCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
+        // What both servers share on Hummingbird: problems, middlewares, server configuration, operational routes.
+        .target(
+            name: "StampHTTP",
+            dependencies: [
+                "StampAPI", "StampCore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]
+        ),
         // The generator node: lease keeping service and HTTP API.
         .target(
             name: "StampGeneratorNode",
             dependencies: [
-                "StampCore", "StampCoordination",
+                "StampCore", "StampCoordination", "StampAPI", "StampHTTP",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -79,7 +102,7 @@ let package = Package(
         .target(
             name: "StampClient",
             dependencies: [
-                "StampCore",
+                "StampCore", "StampAPI",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -114,15 +137,25 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        // The audit service's HTTP API: writes through StampClient into the shards of the shard map.
+        // The audit service without HTTP: writes through StampClient into the shards of the shard map.
         .target(
-            name: "StampAuditServer",
+            name: "StampAuditService",
             dependencies: [
-                "StampCore", "StampAudit", "StampAuditStore", "StampShardMap", "StampClient", "StampGeneratorNode",
-                .product(name: "Hummingbird", package: "hummingbird"),
+                "StampCore", "StampAudit", "StampAuditStore", "StampShardMap", "StampClient",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        // The audit service's HTTP API on Hummingbird.
+        .target(
+            name: "StampAuditServer",
+            dependencies: [
+                "StampCore", "StampAPI", "StampHTTP", "StampAudit", "StampAuditService", "StampShardMap", "StampClient",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             resources: [.copy("openapi.yaml")]
@@ -145,8 +178,8 @@ let package = Package(
         .executableTarget(
             name: "stamp",
             dependencies: [
-                "StampCore", "StampCoordination", "StampDatabase", "StampCoordinationSQLite", "StampCoordinationPostgres", "StampGeneratorNode", "StampClient",
-                "StampShardMap", "StampAudit", "StampAuditStore", "StampAuditServer", "StampLoadBalancer",
+                "StampCore", "StampCoordination", "StampDatabase", "StampCoordinationSQLite", "StampCoordinationPostgres", "StampHTTP", "StampGeneratorNode", "StampClient",
+                "StampShardMap", "StampAudit", "StampAuditStore", "StampAuditService", "StampAuditServer", "StampLoadBalancer",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -158,6 +191,22 @@ let package = Package(
         ),
         .testTarget(name: "StampCoreTests", dependencies: ["StampCore", "StampTesting"]),
         .testTarget(
+            name: "StampAPITests",
+            dependencies: [
+                "StampAPI", "StampCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
+            name: "StampHTTPTests",
+            dependencies: [
+                "StampHTTP", "StampAPI",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+            ]
+        ),
+        .testTarget(
             name: "StampCoordinationTests",
             dependencies: [
                 "StampCore", "StampCoordination", "StampCoordinationSQLite", "StampCoordinationPostgres", "StampTesting",
@@ -168,7 +217,7 @@ let package = Package(
         .testTarget(
             name: "StampGeneratorNodeTests",
             dependencies: [
-                "StampCore", "StampCoordination", "StampGeneratorNode", "StampTesting",
+                "StampCore", "StampCoordination", "StampAPI", "StampHTTP", "StampGeneratorNode", "StampTesting",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
@@ -177,7 +226,7 @@ let package = Package(
         .testTarget(
             name: "StampClientTests",
             dependencies: [
-                "StampClient", "StampCore", "StampCoordination", "StampGeneratorNode", "StampTesting", "StampLoadBalancer",
+                "StampClient", "StampCore", "StampCoordination", "StampHTTP", "StampGeneratorNode", "StampTesting", "StampLoadBalancer",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
@@ -189,7 +238,7 @@ let package = Package(
         .testTarget(
             name: "StampAuditTests",
             dependencies: [
-                "StampCore", "StampShardMap", "StampAudit", "StampAuditStore", "StampAuditServer", "StampClient", "StampGeneratorNode", "StampTesting",
+                "StampCore", "StampAPI", "StampHTTP", "StampShardMap", "StampAudit", "StampAuditStore", "StampAuditService", "StampAuditServer", "StampClient", "StampTesting",
                 "StampLoadBalancer",
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),

@@ -3,8 +3,10 @@ import Hummingbird
 import HummingbirdCore
 import Logging
 import NIOCore
+import StampAPI
 import StampAudit
-import StampGeneratorNode
+import StampAuditService
+import StampHTTP
 
 /// Builds the HTTP application of an audit server; `stamp audit serve` and the tests both call it.
 ///
@@ -18,7 +20,7 @@ import StampGeneratorNode
 public func buildAuditApplication<C: Clock<Duration>>(
     service: AuditService<C>,
     tokens: AuditTokens,
-    server: StampGeneratorNode.ServerConfiguration = StampGeneratorNode.ServerConfiguration(port: 7500, maxBodySize: AuditLimits.maxBodyBytes),
+    server: HTTPServerConfiguration = HTTPServerConfiguration(port: 7500, maxBodySize: AuditLimits.maxBodyBytes),
     metrics: (@Sendable () -> String)? = nil,
     logger: Logger
 ) -> some ApplicationProtocol {
@@ -28,17 +30,16 @@ public func buildAuditApplication<C: Clock<Duration>>(
     router.add(middleware: BodyLimitMiddleware(maxBodySize: server.maxBodySize))
     AuditRoutes(service: service, tokens: tokens, maxBodySize: server.maxBodySize).add(to: router)
 
-    router.get("/health/live") { _, _ in
-        AuditRoutes<C>.json(#"{"status":"live"}"#)
-    }
-    router.get("/health/ready") { _, _ -> Response in
-        if let reason = await service.unreadiness() {
-            throw Problem.unavailable("not ready: \(reason)", retryAfterMilliseconds: 1000)
-        }
-        return AuditRoutes<C>.json(#"{"status":"ready","shardMapVersion":\#(service.shardMap.current.version)}"#)
-    }
-    router.get("/metrics") { _, _ in OperationalResponses.metrics(metrics?() ?? "") }
-    router.get("/openapi.yaml") { _, _ in try OperationalResponses.openAPI(AuditOpenAPIDocument.text) }
+    OperationalRoutes(
+        readiness: {
+            if let reason = await service.unreadiness() {
+                throw Problem.unavailable("not ready: \(reason)", retryAfterMilliseconds: 1000)
+            }
+            return HealthStatus(status: .ready, shardMapVersion: service.shardMap.current.version)
+        },
+        metrics: { metrics?() ?? "" },
+        openAPIDocument: AuditOpenAPIDocument.text
+    ).add(to: router)
 
     return Application(
         router: router,

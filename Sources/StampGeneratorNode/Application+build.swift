@@ -3,7 +3,9 @@ import Hummingbird
 import HummingbirdCore
 import Logging
 import NIOCore
+import StampAPI
 import StampCore
+import StampHTTP
 
 /// Builds the HTTP application of a generator node; `stamp serve` and the tests both call it.
 ///
@@ -18,7 +20,7 @@ import StampCore
 ///   - logger: The server's logger.
 public func buildApplication<C: Clock<Duration>>(
     node: GeneratorNode<C>,
-    server: ServerConfiguration = ServerConfiguration(),
+    server: HTTPServerConfiguration = HTTPServerConfiguration(port: 7400),
     metrics: (@Sendable () -> String)? = nil,
     wallClock: any WallClock = SystemWallClock(),
     knowsShard: (@Sendable (Int) async -> Bool)? = nil,
@@ -31,21 +33,20 @@ public func buildApplication<C: Clock<Duration>>(
     router.add(middleware: BodyLimitMiddleware(maxBodySize: server.maxBodySize))
     IDRoutes(node: node, wallClock: wallClock, knowsShard: knowsShard).add(to: router)
 
-    router.get("/health/live") { _, _ in
-        Response(status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"], body: ResponseBody(byteBuffer: ByteBuffer(string: #"{"status":"live"}"#)))
-    }
-    router.get("/health/ready") { _, _ -> Response in
-        let readiness = node.readiness()
-        guard readiness.isReady, let held = readiness.node else {
-            throw Problem.unavailable("not ready: \(readiness.reason ?? "unknown")", retryAfterMilliseconds: node.configuration.lease.retryInterval.wholeMilliseconds)
-        }
-        return Response(status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"], body: ResponseBody(byteBuffer: ByteBuffer(string: #"{"status":"ready","node":\#(held)}"#)))
-    }
-    router.get("/metrics") { _, _ in
-        node.refreshMetrics()
-        return OperationalResponses.metrics(metrics?() ?? "")
-    }
-    router.get("/openapi.yaml") { _, _ in try OperationalResponses.openAPI(OpenAPIDocument.text) }
+    OperationalRoutes(
+        readiness: {
+            let readiness = node.readiness()
+            guard readiness.isReady, let held = readiness.node else {
+                throw Problem.unavailable("not ready: \(readiness.reason ?? "unknown")", retryAfterMilliseconds: node.configuration.lease.retryInterval.wholeMilliseconds)
+            }
+            return HealthStatus(status: .ready, node: held)
+        },
+        metrics: {
+            node.refreshMetrics()
+            return metrics?() ?? ""
+        },
+        openAPIDocument: OpenAPIDocument.text
+    ).add(to: router)
 
     return Application(
         router: router,

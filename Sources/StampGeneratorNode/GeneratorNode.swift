@@ -4,6 +4,7 @@ import Metrics
 import ServiceLifecycle
 import StampCore
 import StampCoordination
+import StampHTTP
 import Synchronization
 
 /// A generator node: holds a node ID under a lease, keeps its reservation ahead of need, and

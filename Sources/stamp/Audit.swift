@@ -7,10 +7,11 @@ import Prometheus
 import ServiceLifecycle
 import StampAudit
 import StampAuditServer
+import StampAuditService
 import StampAuditStore
 import StampClient
 import StampCore
-import StampGeneratorNode
+import StampHTTP
 import StampShardMap
 
 struct Audit: AsyncParsableCommand {
@@ -62,7 +63,7 @@ struct AuditServe: AsyncParsableCommand {
     var logLevel: String?
 
     struct Settings {
-        var server: ServerConfiguration
+        var server: HTTPServerConfiguration
         var shardMapPath: String
         var generators: [String]
         var layout: IDLayout
@@ -118,7 +119,7 @@ struct AuditServe: AsyncParsableCommand {
         let levelText = value(logLevel, "STAMP_LOG_LEVEL") ?? "info"
         guard let level = Logger.Level(rawValue: levelText) else { throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical") }
         return Settings(
-            server: ServerConfiguration(host: String(listen[..<colon]), port: port, maxBodySize: AuditLimits.maxBodyBytes, portFile: value(portFile, "STAMP_AUDIT_PORT_FILE")),
+            server: HTTPServerConfiguration(host: String(listen[..<colon]), port: port, maxBodySize: AuditLimits.maxBodyBytes, portFile: value(portFile, "STAMP_AUDIT_PORT_FILE")),
             shardMapPath: value(shardMap, "STAMP_SHARD_MAP") ?? ".stamp/shard-map.json",
             generators: generators,
             layout: layout,

@@ -9,6 +9,7 @@ import StampCoordination
 import StampDatabase
 import StampCore
 import StampGeneratorNode
+import StampHTTP
 import StampShardMap
 
 struct Serve: AsyncParsableCommand {
@@ -74,7 +75,7 @@ struct Serve: AsyncParsableCommand {
     }
 
     /// The settings from flags, then the environment, then the defaults.
-    func settings() throws -> (node: NodeConfiguration, server: ServerConfiguration, store: DatabaseLocation, shardMap: String?, logLevel: Logger.Level) {
+    func settings() throws -> (node: NodeConfiguration, server: HTTPServerConfiguration, store: DatabaseLocation, shardMap: String?, logLevel: Logger.Level) {
         let environment = ProcessInfo.processInfo.environment
         func value(_ flag: String?, _ name: String) -> String? { flag ?? environment[name] }
 
@@ -82,7 +83,7 @@ struct Serve: AsyncParsableCommand {
         guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]), (0...65535).contains(port), colon > listen.startIndex else {
             throw ValidationError("--listen must be host:port, such as 127.0.0.1:7400; got '\(listen)'")
         }
-        var server = ServerConfiguration(host: String(listen[..<colon]), port: port, portFile: value(portFile, "STAMP_PORT_FILE"))
+        var server = HTTPServerConfiguration(host: String(listen[..<colon]), port: port, portFile: value(portFile, "STAMP_PORT_FILE"))
         server.idleTimeout = try DurationText.parse(value(idleTimeout, "STAMP_IDLE_TIMEOUT") ?? "60s", name: "--idle-timeout")
 
         let layout: IDLayout

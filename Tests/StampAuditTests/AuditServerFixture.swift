@@ -7,6 +7,7 @@ import MetricsTestKit
 import PostgresNIO
 import StampAudit
 import StampAuditServer
+import StampAuditService
 import StampAuditStore
 import StampCore
 import StampShardMap

@@ -7,9 +7,10 @@ import NIOHTTP1
 import NIOPosix
 import StampAudit
 import StampAuditServer
+import StampAuditService
 import StampCore
 import StampLoadBalancer
-import StampGeneratorNode
+import StampHTTP
 import StampShardMap
 import StampTesting
 import Synchronization
@@ -34,8 +35,8 @@ struct LostResponseTests {
             let tokens = try AuditTokens(writer: AuditFixture.writerToken, reader: AuditFixture.readerToken)
             let ports = try (0..<2).map { _ in try freeLoopbackPort() }
             let servers = [
-                buildAuditApplication(service: fixture.service, tokens: tokens, server: ServerConfiguration(port: ports[0], maxBodySize: AuditLimits.maxBodyBytes), logger: logger),
-                buildAuditApplication(service: second, tokens: tokens, server: ServerConfiguration(port: ports[1], maxBodySize: AuditLimits.maxBodyBytes), logger: logger),
+                buildAuditApplication(service: fixture.service, tokens: tokens, server: HTTPServerConfiguration(port: ports[0], maxBodySize: AuditLimits.maxBodyBytes), logger: logger),
+                buildAuditApplication(service: second, tokens: tokens, server: HTTPServerConfiguration(port: ports[1], maxBodySize: AuditLimits.maxBodyBytes), logger: logger),
             ]
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await shards.run() }

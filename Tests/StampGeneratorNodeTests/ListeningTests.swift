@@ -5,6 +5,7 @@ import FoundationNetworking
 import Hummingbird
 import Logging
 import StampGeneratorNode
+import StampHTTP
 import Testing
 
 @Suite("Listening on port 0")
@@ -18,7 +19,7 @@ struct ListeningTests {
         let portFile = folder.appendingPathComponent("port").path
         let listening = ListeningAddress()
         let fixture = NodeFixture(listening: listening)
-        let server = ServerConfiguration(host: "127.0.0.1", port: 0, portFile: portFile)
+        let server = HTTPServerConfiguration(host: "127.0.0.1", port: 0, portFile: portFile)
         let application = buildApplication(node: fixture.node, server: server, listening: listening, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
         try await withThrowingTaskGroup { group in
             group.addTask { try await application.run() }

@@ -2,6 +2,7 @@ import Logging
 import Metrics
 import MetricsTestKit
 @testable import StampGeneratorNode
+import StampHTTP
 import StampCoordination
 import StampCore
 import StampTesting
