@@ -84,11 +84,11 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
-        // The generator node: lease keeping service and HTTP API.
+        // The generator node: lease keeping service, HTTP API, and the server composed from its configuration.
         .target(
             name: "StampGeneratorNode",
             dependencies: [
-                "StampCore", "StampCoordination", "StampAPI", "StampHTTP",
+                "StampCore", "StampCoordination", "StampAPI", "StampHTTP", "StampDatabase", "StampCoordinationSQLite", "StampCoordinationPostgres", "StampShardMap",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -141,7 +141,7 @@ let package = Package(
         .target(
             name: "StampAuditService",
             dependencies: [
-                "StampCore", "StampAudit", "StampAuditStore", "StampShardMap", "StampClient",
+                "StampCore", "StampAudit", "StampAuditStore", "StampShardMap", "StampClient", "StampDatabase",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -4,8 +4,10 @@ import FoundationNetworking
 #endif
 import Hummingbird
 import Logging
+import StampAPI
 import StampGeneratorNode
 import StampHTTP
+import Synchronization
 import Testing
 
 @Suite("Listening on port 0")
@@ -32,17 +34,39 @@ struct ListeningTests {
 
             let (data, response) = try await URLSession.shared.data(from: try #require(URL(string: "\(bound.url)/v1/cluster")))
             #expect((response as? HTTPURLResponse)?.statusCode == 200)
-            let cluster = try JSONDecoder().decode(ClusterBody.self, from: data)
+            let cluster = try JSONDecoder().decode(ClusterStatus.self, from: data)
             #expect(cluster.nodes.map(\.address) == [bound.url])
         }
     }
 
-    struct ClusterBody: Decodable {
-        struct Node: Decodable {
-            let address: String?
+    /// The server `stamp serve` runs, built from its configuration on an SQLite store and port 0:
+    /// once it logs that it issues IDs, its port file names the port it serves on, and its lease
+    /// advertises that port.
+    @Test func theServerBuiltFromItsConfigurationAdvertisesThePortItBound() async throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("stamp-listening-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        var configuration = GeneratorNodeServerConfiguration()
+        configuration.server.port = 0
+        configuration.server.portFile = folder.appendingPathComponent("port").path
+        configuration.store = .sqlite(path: folder.appendingPathComponent("coordination.sqlite").path)
+        let log = LogWaiter()
+        let application = try buildApplication(configuration: configuration, logger: log.logger)
+        try await withThrowingTaskGroup { group in
+            group.addTask {
+                defer { log.finish() }
+                try await application.run()
+            }
+            defer { group.cancelAll() }
+            #expect(await log.waitFor("issuing IDs"), "the node never issued: \(log.messages)")
+            let portFile = try #require(configuration.server.portFile)
+            let port = try #require(Int(try String(contentsOfFile: portFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
+            let (data, response) = try await URLSession.shared.data(from: try #require(URL(string: "http://127.0.0.1:\(port)/v1/cluster")))
+            #expect((response as? HTTPURLResponse)?.statusCode == 200)
+            let cluster = try JSONDecoder().decode(ClusterStatus.self, from: data)
+            #expect(cluster.ready)
+            #expect(cluster.nodes.map(\.address) == ["http://127.0.0.1:\(port)"])
         }
-
-        let nodes: [Node]
     }
 
     /// A wait for an address that never comes ends when its task is cancelled.
@@ -61,5 +85,73 @@ struct ListeningTests {
         listening.bind(.init(host: "127.0.0.1", port: 7402))
         #expect(await early.value?.port == 7401)
         #expect(await listening.value()?.url == "http://127.0.0.1:7401")
+    }
+}
+
+/// A log handler that keeps messages and lets a test wait for one, instead of sleeping.
+final class LogWaiter: Sendable {
+    private struct State {
+        var messages: [String] = []
+        var ended = false
+        var waiters: [(needle: String, continuation: CheckedContinuation<Bool, Never>)] = []
+    }
+
+    private let state = Mutex(State())
+
+    /// A logger at every level whose messages arrive here.
+    var logger: Logger {
+        var logger = Logger(label: "test") { _ in Handler(waiter: self) }
+        logger.logLevel = .trace
+        return logger
+    }
+
+    var messages: [String] { state.withLock { $0.messages } }
+
+    /// Waits until a message equal to `needle` is logged; `false` when ``finish()`` comes first.
+    func waitFor(_ needle: String) async -> Bool {
+        await withCheckedContinuation { continuation in
+            let answer: Bool? = state.withLock { state in
+                if state.messages.contains(needle) { return true }
+                if state.ended { return false }
+                state.waiters.append((needle, continuation))
+                return nil
+            }
+            if let answer { continuation.resume(returning: answer) }
+        }
+    }
+
+    /// Ends every wait still going: what logs has stopped.
+    func finish() {
+        let waiting = state.withLock { state in
+            state.ended = true
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        waiting.forEach { $0.continuation.resume(returning: false) }
+    }
+
+    fileprivate func record(_ message: String) {
+        let ready = state.withLock { state in
+            state.messages.append(message)
+            let ready = state.waiters.filter { $0.needle == message }
+            state.waiters.removeAll { $0.needle == message }
+            return ready
+        }
+        ready.forEach { $0.continuation.resume(returning: true) }
+    }
+
+    private struct Handler: LogHandler {
+        let waiter: LogWaiter
+        var metadata: Logger.Metadata = [:]
+        var logLevel: Logger.Level = .trace
+
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+
+        func log(event: LogEvent) {
+            waiter.record(event.message.description)
+        }
     }
 }
