@@ -5,7 +5,9 @@ extension IDBatch {
     /// Writes the JSON document of a batch of `ids` issued by `node` into `buffer`, without
     /// building the value or allocating per ID: the hot path of `GET /v1/ids`.
     ///
-    /// The document decodes to the same ``IDBatch`` as the `Codable` form.
+    /// The document decodes to the same ``IDBatch`` as the `Codable` form. Inlinable, so that the
+    /// server's call is specialized for its collection of IDs.
+    @inlinable
     public static func writeJSON(ids: some Collection<StampID>, node: Int, into buffer: inout ByteBuffer) {
         buffer.writeStaticString("{\"ids\":[")
         var first = true
@@ -24,6 +26,7 @@ extension IDBatch {
 
 extension ByteBuffer {
     /// Writes a non-negative integer in decimal without allocating.
+    @inlinable
     public mutating func writeDecimal(_ value: Int64) {
         var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
         var remaining = UInt64(value)
