@@ -7,7 +7,7 @@ import Logging
 import StampAPI
 import StampGeneratorNode
 import StampHTTP
-import Synchronization
+import StampTesting
 import Testing
 
 @Suite("Listening on port 0")
@@ -85,73 +85,5 @@ struct ListeningTests {
         listening.bind(.init(host: "127.0.0.1", port: 7402))
         #expect(await early.value?.port == 7401)
         #expect(await listening.value()?.url == "http://127.0.0.1:7401")
-    }
-}
-
-/// A log handler that keeps messages and lets a test wait for one, instead of sleeping.
-final class LogWaiter: Sendable {
-    private struct State {
-        var messages: [String] = []
-        var ended = false
-        var waiters: [(needle: String, continuation: CheckedContinuation<Bool, Never>)] = []
-    }
-
-    private let state = Mutex(State())
-
-    /// A logger at every level whose messages arrive here.
-    var logger: Logger {
-        var logger = Logger(label: "test") { _ in Handler(waiter: self) }
-        logger.logLevel = .trace
-        return logger
-    }
-
-    var messages: [String] { state.withLock { $0.messages } }
-
-    /// Waits until a message equal to `needle` is logged; `false` when ``finish()`` comes first.
-    func waitFor(_ needle: String) async -> Bool {
-        await withCheckedContinuation { continuation in
-            let answer: Bool? = state.withLock { state in
-                if state.messages.contains(needle) { return true }
-                if state.ended { return false }
-                state.waiters.append((needle, continuation))
-                return nil
-            }
-            if let answer { continuation.resume(returning: answer) }
-        }
-    }
-
-    /// Ends every wait still going: what logs has stopped.
-    func finish() {
-        let waiting = state.withLock { state in
-            state.ended = true
-            defer { state.waiters = [] }
-            return state.waiters
-        }
-        waiting.forEach { $0.continuation.resume(returning: false) }
-    }
-
-    fileprivate func record(_ message: String) {
-        let ready = state.withLock { state in
-            state.messages.append(message)
-            let ready = state.waiters.filter { $0.needle == message }
-            state.waiters.removeAll { $0.needle == message }
-            return ready
-        }
-        ready.forEach { $0.continuation.resume(returning: true) }
-    }
-
-    private struct Handler: LogHandler {
-        let waiter: LogWaiter
-        var metadata: Logger.Metadata = [:]
-        var logLevel: Logger.Level = .trace
-
-        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-            get { metadata[key] }
-            set { metadata[key] = newValue }
-        }
-
-        func log(event: LogEvent) {
-            waiter.record(event.message.description)
-        }
     }
 }
