@@ -11,12 +11,15 @@ let package = Package(
         .library(name: "StampDatabase", targets: ["StampDatabase"]),
         .library(name: "StampCoordinationSQLite", targets: ["StampCoordinationSQLite"]),
         .library(name: "StampCoordinationPostgres", targets: ["StampCoordinationPostgres"]),
+        .library(name: "StampAPI", targets: ["StampAPI"]),
+        .library(name: "StampHTTP", targets: ["StampHTTP"]),
         .library(name: "StampGeneratorNode", targets: ["StampGeneratorNode"]),
         .library(name: "StampTesting", targets: ["StampTesting"]),
         .library(name: "StampClient", targets: ["StampClient"]),
         .library(name: "StampShardMap", targets: ["StampShardMap"]),
         .library(name: "StampAudit", targets: ["StampAudit"]),
         .library(name: "StampAuditStore", targets: ["StampAuditStore"]),
+        .library(name: "StampAuditService", targets: ["StampAuditService"]),
         .library(name: "StampAuditServer", targets: ["StampAuditServer"]),
         .library(name: "StampLoadBalancer", targets: ["StampLoadBalancer"]),
     ],
@@ -70,11 +73,31 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        // The generator node: lease keeping service and HTTP API.
+        // The wire types of both HTTP APIs as Codable values: what the servers encode and clients decode. No server.
+        .target(
+            name: "StampAPI",
+            dependencies: [
+                "StampCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
+        // What both servers share on Hummingbird: problems, middlewares, server configuration, operational routes.
+        .target(
+            name: "StampHTTP",
+            dependencies: [
+                "StampAPI", "StampCore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]
+        ),
+        // The generator node: lease keeping service, HTTP API, and the server composed from its configuration.
         .target(
             name: "StampGeneratorNode",
             dependencies: [
-                "StampCore", "StampCoordination",
+                "StampCore", "StampCoordination", "StampAPI", "StampHTTP", "StampDatabase", "StampCoordinationSQLite", "StampCoordinationPostgres", "StampShardMap",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -88,7 +111,7 @@ let package = Package(
         .target(
             name: "StampClient",
             dependencies: [
-                "StampCore",
+                "StampCore", "StampAPI",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -123,15 +146,25 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        // The audit service's HTTP API: writes through StampClient into the shards of the shard map.
+        // The audit service without HTTP: writes through StampClient into the shards of the shard map.
         .target(
-            name: "StampAuditServer",
+            name: "StampAuditService",
             dependencies: [
-                "StampCore", "StampAudit", "StampAuditStore", "StampShardMap", "StampClient", "StampGeneratorNode",
-                .product(name: "Hummingbird", package: "hummingbird"),
+                "StampCore", "StampAudit", "StampAuditStore", "StampShardMap", "StampClient", "StampDatabase",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        // The audit service's HTTP API on Hummingbird.
+        .target(
+            name: "StampAuditServer",
+            dependencies: [
+                "StampCore", "StampAPI", "StampHTTP", "StampAudit", "StampAuditService", "StampShardMap", "StampClient",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             resources: [.copy("openapi.yaml")]
@@ -164,8 +197,8 @@ let package = Package(
         .executableTarget(
             name: "stamp",
             dependencies: [
-                "StampCore", "StampCoordination", "StampDatabase", "StampCoordinationSQLite", "StampCoordinationPostgres", "StampGeneratorNode", "StampClient",
-                "StampShardMap", "StampAudit", "StampAuditStore", "StampAuditServer", "StampLoadBalancer",
+                "StampCore", "StampCoordination", "StampDatabase", "StampCoordinationSQLite", "StampCoordinationPostgres", "StampHTTP", "StampGeneratorNode", "StampClient",
+                "StampShardMap", "StampAudit", "StampAuditStore", "StampAuditService", "StampAuditServer", "StampLoadBalancer",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -186,6 +219,22 @@ let package = Package(
             ]
         ),
         .testTarget(
+            name: "StampAPITests",
+            dependencies: [
+                "StampAPI", "StampCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
+            name: "StampHTTPTests",
+            dependencies: [
+                "StampHTTP", "StampAPI",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+            ]
+        ),
+        .testTarget(
             name: "StampCoordinationTests",
             dependencies: [
                 "StampCore", "StampCoordination", "StampCoordinationSQLite", "StampCoordinationPostgres", "StampTesting",
@@ -196,7 +245,7 @@ let package = Package(
         .testTarget(
             name: "StampGeneratorNodeTests",
             dependencies: [
-                "StampCore", "StampCoordination", "StampGeneratorNode", "StampTesting",
+                "StampCore", "StampCoordination", "StampAPI", "StampHTTP", "StampGeneratorNode", "StampTesting",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
@@ -205,7 +254,7 @@ let package = Package(
         .testTarget(
             name: "StampClientTests",
             dependencies: [
-                "StampClient", "StampCore", "StampCoordination", "StampGeneratorNode", "StampTesting", "StampLoadBalancer",
+                "StampClient", "StampCore", "StampCoordination", "StampHTTP", "StampGeneratorNode", "StampTesting", "StampLoadBalancer",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
@@ -217,7 +266,7 @@ let package = Package(
         .testTarget(
             name: "StampAuditTests",
             dependencies: [
-                "StampCore", "StampShardMap", "StampAudit", "StampAuditStore", "StampAuditServer", "StampClient", "StampGeneratorNode", "StampTesting",
+                "StampCore", "StampAPI", "StampHTTP", "StampShardMap", "StampAudit", "StampAuditStore", "StampAuditService", "StampAuditServer", "StampClient", "StampTesting",
                 "StampLoadBalancer",
                 "StampDatabase", "StampDatabaseTesting",
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),

@@ -1,6 +1,6 @@
 /// What a client sends to record a change: one field of one user, its old and new value, who
 /// changed it and why.
-public struct AuditEventInput: Sendable, Equatable, Decodable {
+public struct AuditEventInput: Sendable, Equatable {
     public var field: String
     /// The value before the change; `nil` when the field had none.
     public var before: String?
@@ -15,17 +15,6 @@ public struct AuditEventInput: Sendable, Equatable, Decodable {
         self.after = after
         self.actor = actor
         self.reason = reason
-    }
-
-    enum CodingKeys: String, CodingKey { case field, before, after, actor, reason }
-
-    public init(from decoder: any Decoder) throws {
-        let container = try decoder.container(keyedBy: CodingKeys.self)
-        field = try container.decode(String.self, forKey: .field)
-        before = try container.decodeIfPresent(String.self, forKey: .before)
-        after = try container.decodeIfPresent(String.self, forKey: .after)
-        actor = try container.decode(String.self, forKey: .actor)
-        reason = try container.decodeIfPresent(String.self, forKey: .reason) ?? ""
     }
 }
 

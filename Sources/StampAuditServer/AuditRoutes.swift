@@ -2,9 +2,11 @@ import Crypto
 import Foundation
 import Hummingbird
 import NIOCore
+import StampAPI
 import StampAudit
+import StampAuditService
 import StampCore
-import StampGeneratorNode
+import StampHTTP
 
 /// The bearer tokens of the API: writers record changes, readers also see personal-data values.
 public struct AuditTokens: Sendable {
@@ -59,17 +61,26 @@ struct AuditRoutes<C: Clock<Duration>>: Sendable {
     let maxBodySize: Int
 
     func add(to router: Router<BasicRequestContext>) {
-        router.post("/v1/users/:userId/events") { request, context in try await write(request, context: context) }
-        router.get("/v1/users/:userId/events") { request, context in try await history(request, context: context) }
-        router.get("/v1/users/:userId/events/latest") { request, context in try await latest(request, context: context) }
-        router.get("/v1/events/:id") { request, context in try await event(request, context: context) }
+        router.post("/v1/users/:userId/events") { request, context in try await Self.answering { try await write(request, context: context) } }
+        router.get("/v1/users/:userId/events") { request, context in try await Self.answering { try await history(request, context: context) } }
+        router.get("/v1/users/:userId/events/latest") { request, context in try await Self.answering { try await latest(request, context: context) } }
+        router.get("/v1/events/:id") { request, context in try await Self.answering { try await event(request, context: context) } }
+    }
+
+    /// Runs a handler, turning the service's errors into problems.
+    static func answering(_ handler: () async throws -> Response) async throws -> Response {
+        do {
+            return try await handler()
+        } catch let error as AuditServiceError {
+            throw Problem(error)
+        }
     }
 
     /// The methods each path serves, for 405 answers.
     static func allowedMethods(_ path: String) -> String? {
+        if OperationalRoutes.paths.contains(path) { return "GET" }
         let segments = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
         switch Array(segments) {
-        case ["health", "live"], ["health", "ready"], ["metrics"], ["openapi.yaml"]: return "GET"
         case let parts where parts.count == 3 && parts[0] == "v1" && parts[1] == "events" && !parts[2].isEmpty: return "GET"
         case let parts where parts.count == 4 && parts[0] == "v1" && parts[1] == "users" && !parts[2].isEmpty && parts[3] == "events": return "GET, POST"
         case let parts where parts.count == 5 && parts[0] == "v1" && parts[1] == "users" && !parts[2].isEmpty && parts[3] == "events" && parts[4] == "latest": return "GET"
@@ -93,7 +104,8 @@ struct AuditRoutes<C: Clock<Duration>>: Sendable {
         let body = try await request.collectBody(upTo: maxBodySize)
         let event: AuditEventInput
         do {
-            event = try JSONDecoder().decode(AuditEventInput.self, from: Data(buffer: body))
+            let written = try JSONDecoder().decode(AuditEventWrite.self, from: Data(buffer: body))
+            event = AuditEventInput(field: written.field, before: written.before, after: written.after, actor: written.actor, reason: written.reason ?? "")
         } catch let error as DecodingError {
             throw Problem(.invalidEvent, status: .badRequest, detail: "the body must be a JSON object with string members field and actor, before and after as strings or null, and an optional string reason (\(Self.describe(error)))")
         } catch {
@@ -101,9 +113,9 @@ struct AuditRoutes<C: Clock<Duration>>: Sendable {
         }
         try Self.check { () throws(AuditInputError) in try AuditLimits.validate(event) }
         let (row, replayed) = try await service.record(user: user, idempotencyKey: key, event: event)
-        var headers: HTTPFields = [.contentType: "application/json", .location: "/v1/events/\(row.id)", .cacheControl: "no-store"]
+        var headers: HTTPFields = [.location: "/v1/events/\(row.id)"]
         if replayed { headers[AuditHeaders.replayed] = "true" }
-        return Response(status: .created, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: try render(row, values: nil))))
+        return try Response.json(try render(row, values: nil), status: .created, headers: headers)
     }
 
     func history(_ request: Request, context: BasicRequestContext) async throws -> Response {
@@ -131,14 +143,7 @@ struct AuditRoutes<C: Clock<Duration>>: Sendable {
         }
         let rows = try await service.history(user: user, field: field, before: before, limit: limit + 1)
         let page = rows.prefix(limit)
-        var json = #"{"events":["#
-        json += try page.map { try render($0, values: role) }.joined(separator: ",")
-        json += "]"
-        if rows.count > limit, let last = page.last {
-            json += #","next":"\#(last.id)""#
-        }
-        json += "}"
-        return Self.json(json)
+        return try Response.json(AuditEventPage(events: try page.map { try render($0, values: role) }, next: rows.count > limit ? page.last?.id : nil))
     }
 
     func latest(_ request: Request, context: BasicRequestContext) async throws -> Response {
@@ -151,7 +156,7 @@ struct AuditRoutes<C: Clock<Duration>>: Sendable {
         guard let row = try await service.history(user: user, field: String(field), before: nil, limit: 1).first else {
             throw Problem(.notFound, status: .notFound, detail: "this user has no recorded change of this field")
         }
-        return Self.json(try render(row, values: role))
+        return try Response.json(try render(row, values: role))
     }
 
     func event(_ request: Request, context: BasicRequestContext) async throws -> Response {
@@ -167,22 +172,21 @@ struct AuditRoutes<C: Clock<Duration>>: Sendable {
         guard let row = try await service.event(id: id) else {
             throw Problem(.notFound, status: .notFound, detail: "no event has ID \(id)")
         }
-        return Self.json(try render(row, values: role))
+        return try Response.json(try render(row, values: role))
     }
 
-    /// The JSON of one event; values only for readers.
-    func render(_ row: AuditRow, values role: AuditTokens.Role?) throws -> String {
+    /// One event as the API shows it; values only for readers.
+    func render(_ row: AuditRow, values role: AuditTokens.Role?) throws(AuditServiceError) -> AuditEvent {
         let fields = row.id.fields(in: service.layout)
-        var json = #"{"id":"\#(row.id)","userId":\#(JSONText.quote(row.user)),"field":\#(JSONText.quote(row.field)),"actor":\#(JSONText.quote(row.actor)),"reason":\#(JSONText.quote(row.reason)),"shard":\#(fields.shard),"recordedAt":"\#(RFC3339.format(unixMilliseconds: fields.unixMilliseconds))""#
+        var values: AuditEvent.Values?
         if role == .reader {
             let (before, after) = try service.open(row)
-            json += #","before":\#(before.map(JSONText.quote) ?? "null"),"after":\#(after.map(JSONText.quote) ?? "null")"#
+            values = AuditEvent.Values(before: before, after: after)
         }
-        return json + "}"
-    }
-
-    static func json(_ text: String) -> Response {
-        Response(status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"], body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
+        return AuditEvent(
+            id: row.id, userId: row.user, field: row.field, actor: row.actor, reason: row.reason, shard: fields.shard,
+            recordedAt: RFC3339.format(unixMilliseconds: fields.unixMilliseconds), values: values
+        )
     }
 
     static func user(_ context: BasicRequestContext) throws -> String {
@@ -198,14 +202,14 @@ struct AuditRoutes<C: Clock<Duration>>: Sendable {
         do {
             try body()
         } catch {
-            let kind: Problem.Kind = switch error.code {
+            let type: ProblemType = switch error.code {
             case .invalidUser: .invalidUser
             case .invalidField: .invalidField
             case .valueTooLarge: .valueTooLarge
             case .invalidIdempotencyKey: .invalidIdempotencyKey
             case .invalidEvent, .invalidConfiguration, .sealedValueUnreadable: .invalidEvent
             }
-            throw Problem(kind, status: .badRequest, detail: error.message)
+            throw Problem(type, status: .badRequest, detail: error.message)
         }
     }
 
@@ -217,6 +221,22 @@ struct AuditRoutes<C: Clock<Duration>>: Sendable {
             return "\(context.codingPath.map(\.stringValue).joined(separator: ".")) has the wrong type"
         case .dataCorrupted: return "the body is not valid JSON"
         @unknown default: return "the body does not decode"
+        }
+    }
+}
+
+extension Problem {
+    /// The problem that answers a service error: the status and type the audit API documents.
+    init(_ error: AuditServiceError) {
+        switch error.code {
+        case .noID, .shardNotOpen, .databaseUnavailable:
+            self = .unavailable(error.message, retryAfterMilliseconds: 1000)
+        case .idempotencyKeyReused:
+            self.init(.idempotencyKeyReused, status: .unprocessableContent, detail: error.message)
+        case .unknownShard:
+            self.init(.unknownShard, status: .notFound, detail: error.message)
+        case .databaseRefused, .sealedValueUnreadable, .inconsistentRepeat, .invalidConfiguration:
+            self.init(.internalError, status: .internalServerError, detail: error.message)
         }
     }
 }

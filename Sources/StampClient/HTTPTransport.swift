@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Foundation
 import NIOCore
+import StampAPI
 import StampCore
 
 /// The transport over HTTP/1.1 with keep-alive connections pooled per node, on async-http-client.
@@ -55,7 +56,7 @@ public final class HTTPTransport: StampTransport {
         let (status, body) = try await execute(request, limit: 1 << 20)
         guard status == 200 else { throw Self.failure(status: status, body: body) }
         do {
-            return try JSONDecoder().decode(ClusterDocument.self, from: Data(body.readableBytesView)).nodes.compactMap(\.address)
+            return try JSONDecoder().decode(ClusterStatus.self, from: Data(body.readableBytesView)).nodes.compactMap(\.address)
         } catch {
             throw TransportFailure(.invalidResponse, status: status, detail: "the cluster document could not be read")
         }
@@ -87,28 +88,15 @@ public final class HTTPTransport: StampTransport {
 
     /// Classifies a non-200 answer from its status and problem document.
     static func failure(status: Int, body: ByteBuffer) -> TransportFailure {
-        let problem = try? JSONDecoder().decode(ProblemDocument.self, from: Data(body.readableBytesView))
+        let problem = try? JSONDecoder().decode(ProblemDetails.self, from: Data(body.readableBytesView))
         let detail = problem?.detail ?? "HTTP \(status)"
         switch status {
         case 503: return TransportFailure(.unavailable, status: status, detail: detail)
-        case 409 where problem?.type == "urn:stamp:problem:after-too-far-ahead": return TransportFailure(.afterTooFarAhead, status: status, detail: detail)
+        case 409 where problem?.is(.afterTooFarAhead) == true: return TransportFailure(.afterTooFarAhead, status: status, detail: detail)
         case 500...599: return TransportFailure(.serverError, status: status, detail: detail)
         case 400...499: return TransportFailure(.invalidRequest, status: status, detail: detail)
         default: return TransportFailure(.invalidResponse, status: status, detail: detail)
         }
-    }
-
-    private struct ProblemDocument: Decodable {
-        let type: String?
-        let detail: String?
-    }
-
-    private struct ClusterDocument: Decodable {
-        struct Node: Decodable {
-            let address: String?
-        }
-
-        let nodes: [Node]
     }
 }
 

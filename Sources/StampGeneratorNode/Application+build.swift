@@ -3,54 +3,114 @@ import Hummingbird
 import HummingbirdCore
 import Logging
 import NIOCore
+import ServiceLifecycle
+import StampAPI
+import StampCoordination
 import StampCore
+import StampHTTP
+import StampShardMap
 
-/// Builds the HTTP application of a generator node; `stamp serve` and the tests both call it.
+/// Builds a generator node server from its configuration: the HTTP application with every service
+/// it needs (the coordination store, the node, the shard map source when configured), ready for
+/// `runService()`. `stamp serve` and the tests both call it.
 ///
 /// - Parameters:
-///   - node: The generator node whose IDs are served. Run it as a service beside the application.
+///   - configuration: The server's configuration.
+///   - metrics: Renders the Prometheus text of `/metrics`; `nil` serves an empty document.
+///   - logger: The server's logger.
+/// - Throws: ``CoordinationError`` when the store location cannot be used, `ShardMapError` when
+///   the shard map cannot be read.
+public func buildApplication(configuration: GeneratorNodeServerConfiguration, metrics: (@Sendable () -> String)? = nil, logger: Logger) throws -> some ApplicationProtocol {
+    var shardMapServices: [any Service] = []
+    var knowsShard: (@Sendable (Int) async -> Bool)?
+    if let path = configuration.shardMapPath {
+        let source = try ShardMapSource(path: path, layout: configuration.node.layout, clock: ContinuousClock(), logger: logger)
+        logger.notice("shard map loaded", metadata: ["stamp.shard_map.version": "\(source.current.version)", "stamp.shard_map.shards": "\(source.current.shards.map(\.id).sorted())"])
+        shardMapServices.append(source)
+        // An unknown shard may be in a newer version than the last poll saw: check the file first.
+        knowsShard = { shard in
+            source.knows(shard: shard) ? true : await source.refreshIfChanged().knows(shard: shard)
+        }
+    }
+    let store = try configuration.store.makeCoordinationStore(logger: logger)
+    let listening = ListeningAddress()
+    let node = GeneratorNode(configuration: configuration.node, store: store, clock: ContinuousClock(), logger: logger, listening: listening)
+    var application = buildApplication(node: node, server: configuration.server, metrics: metrics, knowsShard: knowsShard, listening: listening, logger: logger)
+    // Shut down in reverse: the shard map source, then the node (releasing its lease), then the store.
+    application.addServices([StoreService(store: store), node] + shardMapServices)
+    return application
+}
+
+/// Builds the HTTP application of a generator node, its routes and middlewares, without services:
+/// run the node beside it. ``buildApplication(configuration:metrics:logger:)`` composes it, and
+/// tests with manual clocks call it directly.
+///
+/// - Parameters:
+///   - node: The generator node whose IDs are served.
 ///   - server: Where to listen and the bounds on requests.
 ///   - metrics: Renders the Prometheus text of `/metrics`; `nil` serves an empty document.
 ///   - wallClock: Wall time, for validating IDs at `/v1/ids/{id}`.
 ///   - knowsShard: Whether the shard map lists a shard; IDs for other shards are refused.
 ///     `nil` serves every shard of the layout.
+///   - listening: Told where the server listens once it does; give the node the same one.
 ///   - logger: The server's logger.
 public func buildApplication<C: Clock<Duration>>(
     node: GeneratorNode<C>,
-    server: ServerConfiguration = ServerConfiguration(),
+    server: HTTPServerConfiguration = GeneratorNodeServerConfiguration().server,
     metrics: (@Sendable () -> String)? = nil,
     wallClock: any WallClock = SystemWallClock(),
     knowsShard: (@Sendable (Int) async -> Bool)? = nil,
+    listening: ListeningAddress? = nil,
     logger: Logger
-) -> some ApplicationProtocol {
+) -> Application<RouterResponder<BasicRequestContext>> {
     let router = Router(context: BasicRequestContext.self)
     router.add(middleware: ProblemMiddleware(allowedMethods: GeneratorPaths.allowedMethods))
     router.add(middleware: RequestMetricsMiddleware())
     router.add(middleware: BodyLimitMiddleware(maxBodySize: server.maxBodySize))
     IDRoutes(node: node, wallClock: wallClock, knowsShard: knowsShard).add(to: router)
-
-    router.get("/health/live") { _, _ in
-        Response(status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"], body: ResponseBody(byteBuffer: ByteBuffer(string: #"{"status":"live"}"#)))
-    }
-    router.get("/health/ready") { _, _ -> Response in
-        let readiness = node.readiness()
-        guard readiness.isReady, let held = readiness.node else {
-            throw Problem.unavailable("not ready: \(readiness.reason ?? "unknown")", retryAfterMilliseconds: node.configuration.lease.retryInterval.wholeMilliseconds)
-        }
-        return Response(status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"], body: ResponseBody(byteBuffer: ByteBuffer(string: #"{"status":"ready","node":\#(held)}"#)))
-    }
-    router.get("/metrics") { _, _ in
-        node.refreshMetrics()
-        return OperationalResponses.metrics(metrics?() ?? "")
-    }
-    router.get("/openapi.yaml") { _, _ in try OperationalResponses.openAPI(OpenAPIDocument.text) }
+    OperationalRoutes(
+        readiness: {
+            let readiness = node.readiness()
+            guard readiness.isReady, let held = readiness.node else {
+                throw Problem.unavailable("not ready: \(readiness.reason ?? "unknown")", retryAfterMilliseconds: node.configuration.lease.retryInterval.wholeMilliseconds)
+            }
+            return HealthStatus(status: .ready, node: held)
+        },
+        metrics: {
+            node.refreshMetrics()
+            return metrics?() ?? ""
+        },
+        openAPIDocument: OpenAPIDocument.text
+    ).add(to: router)
 
     return Application(
         router: router,
         server: .http1(configuration: server.http1),
         configuration: ApplicationConfiguration(address: .hostname(server.host, port: server.port), serverName: "stamp"),
+        onServerRunning: server.announceListening(to: listening, logger: logger),
         logger: logger
     )
+}
+
+/// Runs a coordination store's background work as a service, and closes the store when it ends.
+///
+/// Listed before the node, it is shut down after the node has released its lease.
+struct StoreService: Service {
+    let store: any CoordinationStore
+
+    func run() async throws {
+        do {
+            try await cancelWhenGracefulShutdown {
+                try await store.run()
+            }
+        } catch is CancellationError {
+            // Graceful shutdown: close below.
+        } catch {
+            await store.close()
+            throw error
+        }
+        await store.close()
+    }
 }
 
 /// The OpenAPI 3.1 document of the node's API, as shipped in the package.

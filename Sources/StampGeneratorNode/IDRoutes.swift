@@ -1,8 +1,10 @@
 import Foundation
 import Hummingbird
 import NIOCore
+import StampAPI
 import StampCore
 import StampCoordination
+import StampHTTP
 
 /// The ID endpoints: `GET /v1/ids`, `GET /v1/ids/{id}` and `GET /v1/cluster`.
 struct IDRoutes<C: Clock<Duration>>: Sendable where C.Instant: Sendable {
@@ -61,16 +63,7 @@ struct IDRoutes<C: Clock<Duration>>: Sendable where C.Instant: Sendable {
         switch representation {
         case .json:
             contentType = "application/json"
-            buffer.writeStaticString("{\"ids\":[")
-            for (index, id) in ids.enumerated() {
-                if index > 0 { buffer.writeInteger(UInt8(ascii: ",")) }
-                buffer.writeInteger(UInt8(ascii: "\""))
-                buffer.writeDecimal(id.rawValue)
-                buffer.writeInteger(UInt8(ascii: "\""))
-            }
-            buffer.writeStaticString("],\"node\":")
-            buffer.writeDecimal(Int64(ids[0].fields(in: layout).node))
-            buffer.writeInteger(UInt8(ascii: "}"))
+            IDBatch.writeJSON(ids: ids, node: ids[0].fields(in: layout).node, into: &buffer)
         case .text:
             contentType = "text/plain; charset=utf-8"
             for id in ids {
@@ -94,13 +87,11 @@ struct IDRoutes<C: Clock<Duration>>: Sendable where C.Instant: Sendable {
             throw Problem(.invalidID, status: .badRequest, detail: error.description)
         }
         let fields = id.fields(in: layout)
-        let now = wallClock.unixMilliseconds()
-        let inFuture = fields.unixMilliseconds > now + node.configuration.maxLeadMilliseconds
-        let json = """
-        {"id":"\(id)","text":"\(id.text)","time":"\(RFC3339.format(unixMilliseconds: fields.unixMilliseconds))","unixMilliseconds":\(fields.unixMilliseconds),\
-        "sequence":\(fields.sequence),"shard":\(fields.shard),"node":\(fields.node),"timeInFuture":\(inFuture)}
-        """
-        return Response(status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"], body: ResponseBody(byteBuffer: ByteBuffer(string: json)))
+        let inFuture = fields.unixMilliseconds > wallClock.unixMilliseconds() + node.configuration.maxLeadMilliseconds
+        return try Response.json(DecodedID(
+            id: id, text: id.text, time: RFC3339.format(unixMilliseconds: fields.unixMilliseconds), unixMilliseconds: fields.unixMilliseconds,
+            sequence: fields.sequence, shard: fields.shard, node: fields.node, timeInFuture: inFuture
+        ))
     }
 
     func cluster() async throws -> Response {
@@ -111,14 +102,11 @@ struct IDRoutes<C: Clock<Duration>>: Sendable where C.Instant: Sendable {
             throw Problem.unavailable("the coordination store cannot be read", retryAfterMilliseconds: 1000)
         }
         let readiness = node.readiness()
-        let nodes = leases.map { lease in
-            #"{"node":\#(lease.node),"address":\#(lease.address.map(JSONText.quote) ?? "null"),"expiresAt":"\#(RFC3339.format(unixMilliseconds: lease.expiresAtUnixMilliseconds))"}"#
-        }
-        let json = """
-        {"layout":"\(layout)","idsPerMillisecond":\(layout.idsPerMillisecond),"maxLeadMilliseconds":\(node.configuration.maxLeadMilliseconds),\
-        "node":\(readiness.node.map(String.init) ?? "null"),"ready":\(readiness.isReady),"nodes":[\(nodes.joined(separator: ","))]}
-        """
-        return Response(status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"], body: ResponseBody(byteBuffer: ByteBuffer(string: json)))
+        return try Response.json(ClusterStatus(
+            layout: layout.description, idsPerMillisecond: layout.idsPerMillisecond, maxLeadMilliseconds: node.configuration.maxLeadMilliseconds,
+            node: readiness.node, ready: readiness.isReady,
+            nodes: leases.map { ClusterStatus.Member(node: $0.node, address: $0.address, expiresAt: RFC3339.format(unixMilliseconds: $0.expiresAtUnixMilliseconds)) }
+        ))
     }
 
     /// Reads an optional query parameter of 1 to 9 ASCII digits within `range`.
@@ -159,19 +147,16 @@ struct IDRoutes<C: Clock<Duration>>: Sendable where C.Instant: Sendable {
     }
 }
 
-extension ByteBuffer {
-    /// Writes a non-negative integer in decimal without allocating.
-    mutating func writeDecimal(_ value: Int64) {
-        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-        var remaining = UInt64(value)
-        var count = 0
-        withUnsafeMutableBytes(of: &digits) { bytes in
-            repeat {
-                bytes[19 - count] = UInt8(ascii: "0") + UInt8(remaining % 10)
-                remaining /= 10
-                count += 1
-            } while remaining > 0
-            writeBytes(UnsafeRawBufferPointer(rebasing: bytes[(20 - count)...]))
+/// The generator node's paths.
+enum GeneratorPaths {
+    /// The methods of a path (all GET), or `nil` for a path the node does not serve.
+    static func allowedMethods(_ path: String) -> String? {
+        if OperationalRoutes.paths.contains(path) { return "GET" }
+        switch path {
+        case "/v1/ids", "/v1/cluster": return "GET"
+        default:
+            let segments = path.split(separator: "/", omittingEmptySubsequences: false)
+            return segments.count == 4 && segments[1] == "v1" && segments[2] == "ids" && !segments[3].isEmpty ? "GET" : nil
         }
     }
 }

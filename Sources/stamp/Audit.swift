@@ -2,16 +2,10 @@ import ArgumentParser
 import Foundation
 import Hummingbird
 import Logging
-import Metrics
-import Prometheus
-import ServiceLifecycle
 import StampAudit
 import StampAuditServer
-import StampAuditStore
-import StampClient
+import StampAuditService
 import StampCore
-import StampGeneratorNode
-import StampShardMap
 
 struct Audit: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -37,152 +31,83 @@ struct AuditServe: AsyncParsableCommand {
         """
     )
 
-    @Option(help: ArgumentHelp("Address to listen on. [env: STAMP_AUDIT_LISTEN] (default: 127.0.0.1:7500)", valueName: "host:port"))
+    /// The defaults every option falls back to.
+    static let defaults = AuditServerConfiguration()
+
+    @Option(help: ArgumentHelp("Address to listen on; port 0 binds a free port. [env: STAMP_AUDIT_LISTEN] (default: \(defaults.server.host):\(defaults.server.port))", valueName: "host:port"))
     var listen: String?
 
-    @Option(help: ArgumentHelp("Shard map file; created with one SQLite shard beside it when missing. [env: STAMP_SHARD_MAP] (default: .stamp/shard-map.json)", valueName: "path"))
+    @Option(help: ArgumentHelp("Shard map file; created with one SQLite shard beside it when missing. [env: STAMP_SHARD_MAP] (default: \(defaults.service.shardMapPath))", valueName: "path"))
     var shardMap: String?
 
-    @Option(help: ArgumentHelp("Comma-separated base URLs of generator nodes. [env: STAMP_GENERATORS] (default: http://127.0.0.1:7400)", valueName: "urls"))
+    @Option(help: ArgumentHelp("Comma-separated base URLs of generator nodes. [env: STAMP_GENERATORS] (default: \(defaults.generators.joined(separator: ",")))", valueName: "urls"))
     var generators: String?
 
-    @Option(help: ArgumentHelp("ID layout of the generator cluster. [env: STAMP_LAYOUT] (default: \(IDLayout.default))", valueName: "spec"))
+    @Option(help: ArgumentHelp("ID layout of the generator cluster. [env: STAMP_LAYOUT] (default: \(defaults.service.layout))", valueName: "spec"))
     var layout: String?
 
-    @Option(help: ArgumentHelp("IDs each server prefetches per shard; 0 asks the generators for every write. [env: STAMP_AUDIT_PREFETCH] (default: 256)", valueName: "n"))
+    @Option(help: ArgumentHelp("IDs each server prefetches per shard; 0 asks the generators for every write. [env: STAMP_AUDIT_PREFETCH] (default: \(defaults.prefetch))", valueName: "n"))
     var prefetch: Int?
 
-    @Option(help: ArgumentHelp("Most rows committed in one transaction. [env: STAMP_AUDIT_MAX_BATCH] (default: 512)", valueName: "n"))
+    @Option(help: ArgumentHelp("Most rows committed in one transaction. [env: STAMP_AUDIT_MAX_BATCH] (default: \(defaults.service.maxBatch))", valueName: "n"))
     var maxBatch: Int?
 
-    @Option(help: ArgumentHelp("trace, debug, info, notice, warning, error or critical. [env: STAMP_LOG_LEVEL] (default: info)", valueName: "level"))
-    var logLevel: String?
+    @Option(help: ArgumentHelp("File to write the port bound to once listening (useful with --listen HOST:0). [env: STAMP_AUDIT_PORT_FILE]", valueName: "path"))
+    var portFile: String?
 
-    struct Settings {
-        var server: ServerConfiguration
-        var shardMapPath: String
-        var generators: [String]
-        var layout: IDLayout
-        var prefetch: Int
-        var maxBatch: Int
-        var sealer: ValueSealer
-        var tokens: AuditTokens
-        var logLevel: Logger.Level
-    }
+    @Option(help: ArgumentHelp("trace, debug, info, notice, warning, error or critical. [env: STAMP_LOG_LEVEL] (default: \(ServerObservability.defaultLevel))", valueName: "level"))
+    var logLevel: String?
 
     func validate() throws {
         _ = try settings()
     }
 
-    func settings() throws -> Settings {
-        let environment = ProcessInfo.processInfo.environment
-        func value(_ flag: String?, _ name: String) -> String? { flag ?? environment[name] }
-        func number(_ flag: Int?, _ name: String, _ option: String, default fallback: Int, range: ClosedRange<Int>) throws -> Int {
-            let result = try flag ?? environment[name].map { text in
-                guard let number = Int(text) else { throw ValidationError("\(name) must be a whole number") }
-                return number
-            } ?? fallback
-            guard range.contains(result) else { throw ValidationError("\(option) must be between \(range.lowerBound) and \(range.upperBound)") }
-            return result
+    /// The configuration from flags, then the environment, then the defaults; and the log level.
+    func settings() throws -> (configuration: AuditServerConfiguration, logLevel: Logger.Level) {
+        let options = OptionValues()
+        var configuration = Self.defaults
+        if let listen = options.text(self.listen, "STAMP_AUDIT_LISTEN") {
+            (configuration.server.host, configuration.server.port) = try OptionValues.listenAddress(listen, example: "\(Self.defaults.server.host):\(Self.defaults.server.port)")
         }
-
-        let listen = value(self.listen, "STAMP_AUDIT_LISTEN") ?? "127.0.0.1:7500"
-        guard let colon = listen.lastIndex(of: ":"), colon > listen.startIndex, let port = Int(listen[listen.index(after: colon)...]), (0...65535).contains(port) else {
-            throw ValidationError("--listen must be host:port, such as 127.0.0.1:7500; got '\(listen)'")
+        configuration.server.portFile = options.text(portFile, "STAMP_AUDIT_PORT_FILE")
+        if let path = options.text(shardMap, "STAMP_SHARD_MAP") { configuration.service.shardMapPath = path }
+        if let text = options.text(self.generators, "STAMP_GENERATORS") {
+            configuration.generators = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            guard !configuration.generators.isEmpty else { throw ValidationError("--generators must list at least one URL") }
         }
-        let generators = (value(self.generators, "STAMP_GENERATORS") ?? "http://127.0.0.1:7400").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-        guard !generators.isEmpty else { throw ValidationError("--generators must list at least one URL") }
-        let layout: IDLayout
-        do {
-            layout = try IDLayout(parsing: value(self.layout, "STAMP_LAYOUT") ?? IDLayout.default.description)
-        } catch {
-            throw ValidationError(error.description)
+        if let text = options.text(self.layout, "STAMP_LAYOUT") {
+            do {
+                configuration.service.layout = try IDLayout(parsing: text)
+            } catch {
+                throw ValidationError(error.description)
+            }
         }
-        guard let key = environment["STAMP_AUDIT_DATA_KEY"] else {
+        if let number = try options.integer(prefetch, "STAMP_AUDIT_PREFETCH", option: "--prefetch", range: AuditServerConfiguration.prefetchRange) { configuration.prefetch = number }
+        if let number = try options.integer(maxBatch, "STAMP_AUDIT_MAX_BATCH", option: "--max-batch", range: AuditServiceConfiguration.maxBatchRange) { configuration.service.maxBatch = number }
+        guard let key = options.environment["STAMP_AUDIT_DATA_KEY"] else {
             throw ValidationError("set STAMP_AUDIT_DATA_KEY to the data key (base64 of 32 random bytes; `stamp audit key` prints a new one)")
         }
-        guard let writer = environment["STAMP_AUDIT_WRITER_TOKEN"], let reader = environment["STAMP_AUDIT_READER_TOKEN"] else {
+        guard let writer = options.environment["STAMP_AUDIT_WRITER_TOKEN"], let reader = options.environment["STAMP_AUDIT_READER_TOKEN"] else {
             throw ValidationError("set STAMP_AUDIT_WRITER_TOKEN and STAMP_AUDIT_READER_TOKEN to the bearer tokens of writers and readers")
         }
-        let sealer: ValueSealer
-        let tokens: AuditTokens
         do {
-            sealer = try ValueSealer(base64Key: key)
-            tokens = try AuditTokens(writer: writer, reader: reader)
+            configuration.service.sealer = try ValueSealer(base64Key: key)
+            configuration.tokens = try AuditTokens(writer: writer, reader: reader)
         } catch {
             throw ValidationError(error.message)
         }
-        let levelText = value(logLevel, "STAMP_LOG_LEVEL") ?? "info"
-        guard let level = Logger.Level(rawValue: levelText) else { throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical") }
-        return Settings(
-            server: ServerConfiguration(host: String(listen[..<colon]), port: port, maxBodySize: AuditLimits.maxBodyBytes),
-            shardMapPath: value(shardMap, "STAMP_SHARD_MAP") ?? ".stamp/shard-map.json",
-            generators: generators,
-            layout: layout,
-            prefetch: try number(prefetch, "STAMP_AUDIT_PREFETCH", "--prefetch", default: 256, range: 0...10_000),
-            maxBatch: try number(maxBatch, "STAMP_AUDIT_MAX_BATCH", "--max-batch", default: 512, range: 1...1000),
-            sealer: sealer,
-            tokens: tokens,
-            logLevel: level
-        )
+        let level = try OptionValues.logLevel(options.text(logLevel, "STAMP_LOG_LEVEL") ?? ServerObservability.defaultLevel.rawValue)
+        return (configuration, level)
     }
 
     func run() async throws {
-        let settings = try settings()
-        let (logger, registry) = ServerObservability.bootstrap(label: "stamp.audit", level: settings.logLevel)
-
-        try Self.createDefaultMapIfMissing(at: settings.shardMapPath, logger: logger)
-        let folder = URL(fileURLWithPath: settings.shardMapPath).deletingLastPathComponent().path
-        let first: ShardMap
+        let (configuration, level) = try settings()
+        let (logger, registry) = ServerObservability.bootstrap(label: "stamp.audit", level: level)
         do {
-            first = try ShardMap.decode(Data(contentsOf: URL(fileURLWithPath: settings.shardMapPath)), layout: settings.layout)
-        } catch let error as ShardMapError {
-            throw ValidationError("--shard-map: \(error.message)")
+            try await buildAuditApplication(configuration: configuration, metrics: { registry.emitToString() }, logger: logger).runService()
+        } catch let error as AuditServiceError {
+            throw ValidationError(error.message)
         }
-        let shards = ShardSet(initial: first, maxBatch: settings.maxBatch, commitsPerShard: { $0.database.isSQLite ? 1 : 4 }, logger: logger) { shard in
-            try AuditStores.open(shard, folder: folder, logger: logger)
-        }
-        let source: ShardMapSource<ContinuousClock>
-        do {
-            source = try ShardMapSource(path: settings.shardMapPath, layout: settings.layout, clock: ContinuousClock(), logger: logger) { map in
-                try await shards.prepare(map)
-            }
-        } catch {
-            throw ValidationError("--shard-map: \(error.message)")
-        }
-        var clientConfiguration = StampClientConfiguration(nodes: settings.generators)
-        if settings.prefetch > 0 {
-            clientConfiguration.prefetch = StampClientConfiguration.Prefetch(capacity: settings.prefetch)
-        }
-        let client = StampIDClient(configuration: clientConfiguration, logger: logger)
-        let service = AuditService(layout: settings.layout, shardMap: source, shards: shards, ids: client, sealer: settings.sealer, logger: logger)
-        let application = buildAuditApplication(service: service, tokens: settings.tokens, server: settings.server, metrics: { registry.emitToString() }, logger: logger)
-        logger.notice("audit server starting", metadata: [
-            "stamp.listen": "\(settings.server.host):\(settings.server.port)", "stamp.shard_map.version": "\(first.version)",
-            "stamp.generators": "\(settings.generators.joined(separator: ","))",
-        ])
-        let group = ServiceGroup(
-            configuration: ServiceGroupConfiguration(
-                services: [
-                    .init(service: shards),
-                    .init(service: source),
-                    .init(service: client),
-                    .init(service: application),
-                ],
-                gracefulShutdownSignals: [.sigterm, .sigint],
-                logger: logger
-            )
-        )
-        try await group.run()
-    }
-
-    /// Writes a one-shard map (an SQLite file beside it) when none exists, so the server starts on defaults.
-    static func createDefaultMapIfMissing(at path: String, logger: Logger) throws {
-        guard !FileManager.default.fileExists(atPath: path) else { return }
-        let folder = URL(fileURLWithPath: path).deletingLastPathComponent()
-        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-        try ShardMap.even(databases: [.sqlite(path: "audit-shard-0.sqlite")]).write(to: path)
-        logger.notice("shard map created", metadata: ["stamp.shard_map.path": "\(path)"])
     }
 }
 

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import StampClient
 import StampCore
+import StampGeneratorNode
 
 struct Next: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -15,12 +16,15 @@ struct Next: AsyncParsableCommand {
     @Option(help: "Shard (database) ID to embed.")
     var shard: Int = 0
 
-    @Option(help: "How many IDs to print (1 to 10,000).")
+    /// The most IDs one request to a node with the default configuration may ask for.
+    static let maxCount = GeneratorNodeServerConfiguration().node.maxCount
+
+    @Option(help: "How many IDs to print (1 to \(maxCount)).")
     var count: Int = 1
 
     func validate() throws {
         guard shard >= 0 else { throw ValidationError("--shard must be 0 or more") }
-        guard (1...10_000).contains(count) else { throw ValidationError("--count must be between 1 and 10000") }
+        guard (1...Self.maxCount).contains(count) else { throw ValidationError("--count must be between 1 and \(Self.maxCount)") }
     }
 
     func run() async throws {
@@ -41,8 +45,11 @@ struct Next: AsyncParsableCommand {
 
 /// The `--nodes` option shared by the commands that talk to a running cluster.
 struct NodesOption: ParsableArguments {
+    /// Where a node listens by default.
+    static let defaultNode = GeneratorNodeServerConfiguration().server
+
     @Option(help: ArgumentHelp("Comma-separated base URLs of generator nodes.", valueName: "urls"))
-    var nodes: String = "http://127.0.0.1:7400"
+    var nodes: String = "http://\(defaultNode.host):\(defaultNode.port)"
 
     /// The URLs, trimmed, without empty entries.
     var urls: [String] {
@@ -50,7 +57,7 @@ struct NodesOption: ParsableArguments {
     }
 
     func validate() throws {
-        guard !urls.isEmpty else { throw ValidationError("--nodes must list at least one URL, such as http://127.0.0.1:7400") }
+        guard !urls.isEmpty else { throw ValidationError("--nodes must list at least one URL, such as http://\(Self.defaultNode.host):\(Self.defaultNode.port)") }
     }
 }
 

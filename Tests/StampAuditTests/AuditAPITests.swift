@@ -1,11 +1,14 @@
+import AsyncHTTPClient
 import Foundation
 import Hummingbird
 import HummingbirdTesting
 import NIOCore
 import StampAudit
 import StampAuditServer
+import StampAuditService
 import StampCore
 import StampShardMap
+import StampTesting
 import Testing
 
 /// The audit API end to end in process, on SQLite and on PostgreSQL.
@@ -112,7 +115,9 @@ struct AuditAPITests {
                     let page = try JSONDecoder().decode(PageBody.self, from: Data(buffer: response.body))
                     #expect(page.events.map(\.id) == [ids[3], ids[1]])
                     #expect(page.events.first?.after == .some("v2"))
-                    #expect(String(buffer: response.body).contains(#""before":null,"after":"v2""#), "a missing value is null for readers")
+                    let document = try #require(try JSONSerialization.jsonObject(with: Data(buffer: response.body)) as? [String: Any])
+                    let newest = try #require((document["events"] as? [[String: Any]])?.first)
+                    #expect(newest["before"] is NSNull && newest["after"] as? String == "v2", "a missing value is null for readers")
                     #expect(page.next == nil)
                 }
                 try await client.execute(uri: "/v1/users/alice/events/latest?field=email", method: .get, headers: Self.reader) { response in
@@ -269,5 +274,46 @@ struct AuditAPITests {
                 }
             }
         }
+    }
+
+    /// The server `stamp audit serve` runs, built from its configuration with no shard map yet: it
+    /// creates the default map, opens its shard, and serves on the port it writes to its port file.
+    @Test func theServerBuiltFromItsConfigurationStartsOnDefaults() async throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("stamp-audit-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        var configuration = AuditServerConfiguration(generators: ["http://127.0.0.1:1"], tokens: try AuditTokens(writer: AuditFixture.writerToken, reader: AuditFixture.readerToken))
+        configuration.server.port = 0
+        configuration.server.portFile = folder.appendingPathComponent("port").path
+        configuration.service.shardMapPath = folder.appendingPathComponent("map/shard-map.json").path
+        configuration.service.sealer = try ValueSealer(base64Key: AuditFixture.dataKey)
+        let log = LogWaiter()
+        let application = try buildAuditApplication(configuration: configuration, logger: log.logger)
+        #expect(FileManager.default.fileExists(atPath: configuration.service.shardMapPath), "the default map was created")
+        try await withThrowingTaskGroup { group in
+            group.addTask {
+                defer { log.finish() }
+                try await application.run()
+            }
+            defer { group.cancelAll() }
+            #expect(await log.waitFor("listening"))
+            #expect(await log.waitFor("shard opened"), "\(log.messages)")
+            let portFile = try #require(configuration.server.portFile)
+            let port = try #require(Int(try String(contentsOfFile: portFile, encoding: .utf8).trimmingCharacters(in: .newlines)))
+            let http = HTTPClient(eventLoopGroupProvider: .singleton)
+            for (path, status) in [("/health/live", 200), ("/openapi.yaml", 200), ("/v1/events/1", 401)] {
+                let response = try await http.execute(HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)"), timeout: .seconds(10))
+                #expect(Int(response.status.code) == status, "\(path)")
+                _ = try await response.body.collect(upTo: 1 << 16)
+            }
+            try await http.shutdown()
+        }
+        #expect(FileManager.default.fileExists(atPath: folder.appendingPathComponent("map/audit-shard-0.sqlite").path))
+    }
+
+    /// Without tokens or a data key the builder refuses, naming what is missing.
+    @Test func theBuilderRefusesAConfigurationWithoutSecrets() throws {
+        let refused = #expect(throws: AuditServiceError.self) { try buildAuditApplication(configuration: AuditServerConfiguration(), logger: LogWaiter().logger) }
+        #expect(refused?.code == .invalidConfiguration)
     }
 }

@@ -6,6 +6,7 @@ import Metrics
 import MetricsTestKit
 import StampAudit
 import StampAuditServer
+import StampAuditService
 import StampAuditStore
 import StampCore
 import StampDatabase
@@ -40,6 +41,8 @@ struct AuditFixture: Sendable {
     let backend: AuditStoreBackend
     let folder: URL
     let mapPath: String
+    /// The configuration the service was built from; another server of the fixture takes it too.
+    let configuration: AuditServiceConfiguration
     let service: AuditService<ManualClock>
     let shards: ShardSet
     let records: RecordingLogHandler.Records
@@ -83,17 +86,11 @@ func withAuditFixture(_ backend: AuditStoreBackend, shardCount: Int = 3, _ body:
         let map = ShardMap.even(databases: locations, slotCount: 64)
         try map.write(to: mapPath)
         let records = RecordingLogHandler.Records()
-        let logger = records.logger()
-        let shards = ShardSet(initial: map, maxBatch: 64, commitsPerShard: { $0.database.isSQLite ? 1 : 4 }, logger: logger) { shard in
-            try AuditStores.open(shard, folder: folder.path, logger: logger)
-        }
-        let source = try ShardMapSource(path: mapPath, layout: .default, clock: ManualClock(), logger: logger) { try await shards.prepare($0) }
         let metrics = TestMetrics()
-        let service = AuditService(
-            layout: .default, shardMap: source, shards: shards, ids: try LocalIDSource(),
-            sealer: try ValueSealer(base64Key: AuditFixture.dataKey), logger: logger, metricsFactory: metrics
-        )
-        let fixture = AuditFixture(backend: backend, folder: folder, mapPath: mapPath, service: service, shards: shards, records: records, metrics: metrics) { shard in
+        let configuration = AuditServiceConfiguration(shardMapPath: mapPath, maxBatch: 64, sealer: try ValueSealer(base64Key: AuditFixture.dataKey))
+        let service = try AuditService(configuration: configuration, ids: try LocalIDSource(), clock: ManualClock(), logger: records.logger(), metricsFactory: metrics)
+        let shards = service.shards
+        let fixture = AuditFixture(backend: backend, folder: folder, mapPath: mapPath, configuration: configuration, service: service, shards: shards, records: records, metrics: metrics) { shard in
             try await databases.make(shard: shard)
         }
         try await withThrowingTaskGroup { group in

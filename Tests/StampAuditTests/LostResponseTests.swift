@@ -3,16 +3,13 @@ import Foundation
 import Hummingbird
 import Logging
 import NIOCore
-import NIOHTTP1
-import NIOPosix
 import StampAudit
 import StampAuditServer
+import StampAuditService
 import StampCore
+import StampHTTP
 import StampLoadBalancer
-import StampGeneratorNode
-import StampShardMap
 import StampTesting
-import Synchronization
 import Testing
 
 /// Clients that lose answers retry through the load balancer with their keys, and every logical
@@ -26,25 +23,23 @@ struct LostResponseTests {
         try await withAuditFixture(backend) { fixture in
             // A second audit server on the same shards, with IDs of another generator node.
             let logger = fixture.records.logger()
-            let shards = ShardSet(initial: fixture.map, maxBatch: 64, commitsPerShard: { _ in 1 }, logger: logger) { shard in
-                try AuditStores.open(shard, folder: fixture.folder.path, logger: logger)
-            }
-            let source = try ShardMapSource(path: fixture.mapPath, layout: .default, clock: ManualClock(), logger: logger)
-            let second = AuditService(layout: .default, shardMap: source, shards: shards, ids: try LocalIDSource(node: 1), sealer: try ValueSealer(base64Key: AuditFixture.dataKey), logger: logger)
+            let second = try AuditService(configuration: fixture.configuration, ids: try LocalIDSource(node: 1), clock: ManualClock(), logger: logger)
             let tokens = try AuditTokens(writer: AuditFixture.writerToken, reader: AuditFixture.readerToken)
-            let ports = try (0..<2).map { _ in try freeLoopbackPort() }
+            var server = AuditServerConfiguration().server
+            server.port = 0
+            let listening = [ListeningAddress(), ListeningAddress()]
             let servers = [
-                buildAuditApplication(service: fixture.service, tokens: tokens, server: ServerConfiguration(port: ports[0], maxBodySize: AuditLimits.maxBodyBytes), logger: logger),
-                buildAuditApplication(service: second, tokens: tokens, server: ServerConfiguration(port: ports[1], maxBodySize: AuditLimits.maxBodyBytes), logger: logger),
+                buildAuditApplication(service: fixture.service, tokens: tokens, server: server, listening: listening[0], logger: logger),
+                buildAuditApplication(service: second, tokens: tokens, server: server, listening: listening[1], logger: logger),
             ]
             try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask { try await shards.run() }
+                group.addTask { try await second.shards.run() }
                 for server in servers {
                     group.addTask { try await server.runService() }
                 }
                 defer { group.cancelAll() }
-                try await shards.prepare(fixture.map)
-                for port in ports { try await waitUntilListening(port: port) }
+                try await second.shards.prepare(fixture.map)
+                let ports = try await listening.asyncMap { try #require(await $0.value()).port }
 
                 // Clients → balancer → lossy proxies (every 5th answer lost) → audit servers.
                 let lossy = [try await LossyProxy(upstreamPort: ports[0], dropEvery: 5), try await LossyProxy(upstreamPort: ports[1], dropEvery: 5)]
@@ -107,32 +102,4 @@ struct LostResponseTests {
         Issue.record("write \(key) got no answer in 10 attempts; the last: \(last)")
         return ("", 10, false)
     }
-}
-
-/// A free TCP port on 127.0.0.1, found by binding port 0.
-func freeLoopbackPort() throws -> Int {
-    let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(socket) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    address.sin_port = 0
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let bound = withUnsafeMutablePointer(to: &address) { pointer in
-        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(socket, $0, length) == 0 && getsockname(socket, $0, &length) == 0 }
-    }
-    guard bound else { throw POSIXError(.EADDRINUSE) }
-    return Int(UInt16(bigEndian: address.sin_port))
-}
-
-/// Waits until something accepts connections on `port`: a server started in a task gives no
-/// other signal. Bounded; yields between tries instead of sleeping.
-func waitUntilListening(port: Int) async throws {
-    for _ in 0..<10_000 {
-        if (try? await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: port).get().close().get()) != nil {
-            return
-        }
-        await Task.yield()
-    }
-    throw POSIXError(.ECONNREFUSED)
 }

@@ -9,6 +9,7 @@ import StampTesting
 import Testing
 @testable import StampClient
 @testable import StampGeneratorNode
+import StampHTTP
 
 /// A generator node in this process on an in-memory store, served over HTTP on loopback.
 struct LiveNode {
@@ -26,7 +27,7 @@ struct LiveNode {
         try await node.prepare()
         _ = await node.step()
         _ = await node.step()
-        let application = buildApplication(node: node, server: ServerConfiguration(host: "127.0.0.1", port: 0), logger: quiet)
+        let application = buildApplication(node: node, server: HTTPServerConfiguration(host: "127.0.0.1", port: 0), logger: quiet)
         return try await application.test(.live) { client in
             proxy?.set(upstreamPort: client.port!)
             return try await body(LiveNode(node: node, port: client.port!))

@@ -6,6 +6,7 @@ import Logging
 import NIOCore
 import StampCore
 @testable import StampGeneratorNode
+import StampHTTP
 import StampTesting
 import Testing
 

@@ -1,28 +1,12 @@
+import Foundation
 import Hummingbird
 import NIOCore
+import StampAPI
 
-/// An RFC 9457 problem: every error the HTTP API returns, as `application/problem+json`.
+/// An RFC 9457 problem: every error the HTTP APIs return, as `application/problem+json`.
 public struct Problem: HTTPResponseError, Sendable {
-    /// A stable problem type; the `type` member is `urn:stamp:problem:<raw value>`. Services
-    /// built on this module add their own.
-    public struct Kind: RawRepresentable, Sendable, Hashable {
-        public let rawValue: String
-        public init(rawValue: String) { self.rawValue = rawValue }
-
-        public static let invalidParameter = Kind(rawValue: "invalid-parameter")
-        public static let invalidID = Kind(rawValue: "invalid-id")
-        public static let notAcceptable = Kind(rawValue: "not-acceptable")
-        public static let afterTooFarAhead = Kind(rawValue: "after-too-far-ahead")
-        public static let unknownShard = Kind(rawValue: "unknown-shard")
-        public static let unavailable = Kind(rawValue: "unavailable")
-        public static let notFound = Kind(rawValue: "not-found")
-        public static let methodNotAllowed = Kind(rawValue: "method-not-allowed")
-        public static let bodyTooLarge = Kind(rawValue: "body-too-large")
-        public static let httpError = Kind(rawValue: "http-error")
-        public static let internalError = Kind(rawValue: "internal-error")
-    }
-
-    public let kind: Kind
+    /// The stable type, the document's `type` member.
+    public let type: ProblemType
     public let status: HTTPResponse.Status
     /// A human-readable explanation, safe to show.
     public let detail: String
@@ -31,8 +15,8 @@ public struct Problem: HTTPResponseError, Sendable {
     /// Extra headers, such as `Allow` on a 405 or `WWW-Authenticate` on a 401.
     public let headers: HTTPFields
 
-    public init(_ kind: Kind, status: HTTPResponse.Status, detail: String, retryAfterSeconds: Int64? = nil, headers: HTTPFields = [:]) {
-        self.kind = kind
+    public init(_ type: ProblemType, status: HTTPResponse.Status, detail: String, retryAfterSeconds: Int64? = nil, headers: HTTPFields = [:]) {
+        self.type = type
         self.status = status
         self.detail = detail
         self.retryAfterSeconds = retryAfterSeconds
@@ -45,12 +29,16 @@ public struct Problem: HTTPResponseError, Sendable {
         return Problem(.unavailable, status: .serviceUnavailable, detail: detail, retryAfterSeconds: seconds)
     }
 
+    /// The problem document this problem answers with.
+    public var details: ProblemDetails {
+        ProblemDetails(type: type, title: status.reasonPhrase, status: Int(status.code), detail: detail)
+    }
+
     public func response(from request: Request, context: some RequestContext) throws -> Response {
         var headers: HTTPFields = [.contentType: "application/problem+json", .cacheControl: "no-store"]
         if let retryAfterSeconds { headers[.retryAfter] = String(retryAfterSeconds) }
         headers.append(contentsOf: self.headers)
-        let json = #"{"type":"urn:stamp:problem:\#(kind.rawValue)","title":\#(JSONText.quote(status.reasonPhrase)),"status":\#(status.code),"detail":\#(JSONText.quote(detail))}"#
-        return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: json)))
+        return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(data: try APIEncoding.encoder.encode(details))))
     }
 }
 
@@ -86,19 +74,6 @@ public struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
     }
 }
 
-/// The generator node's paths.
-enum GeneratorPaths {
-    /// The methods of a path (all GET), or `nil` for a path the node does not serve.
-    static func allowedMethods(_ path: String) -> String? {
-        switch path {
-        case "/v1/ids", "/v1/cluster", "/health/live", "/health/ready", "/metrics", "/openapi.yaml": return "GET"
-        default:
-            let segments = path.split(separator: "/", omittingEmptySubsequences: false)
-            return segments.count == 4 && segments[1] == "v1" && segments[2] == "ids" && !segments[3].isEmpty ? "GET" : nil
-        }
-    }
-}
-
 /// Rejects request bodies above a limit before any handler runs, bounding what a client can
 /// make the server buffer.
 public struct BodyLimitMiddleware<Context: RequestContext>: RouterMiddleware {
@@ -120,27 +95,5 @@ public struct BodyLimitMiddleware<Context: RequestContext>: RouterMiddleware {
             throw Problem(.bodyTooLarge, status: .contentTooLarge, detail: "request bodies are limited to \(maxBodySize) bytes")
         }
         return try await next(request, context)
-    }
-}
-
-/// Minimal JSON text helpers for the hand-written response bodies of the hot path.
-public enum JSONText {
-    /// A JSON string literal for `text`.
-    public static func quote(_ text: String) -> String {
-        var result = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": result += "\\\""
-            case "\\": result += "\\\\"
-            case "\n": result += "\\n"
-            case "\r": result += "\\r"
-            case "\t": result += "\\t"
-            case _ where scalar.value < 0x20:
-                let hex = String(scalar.value, radix: 16)
-                result += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: result.unicodeScalars.append(scalar)
-            }
-        }
-        return result + "\""
     }
 }

@@ -1,10 +1,8 @@
-import Hummingbird
 import Logging
 import Metrics
 import StampAudit
 import StampClient
 import StampCore
-import StampGeneratorNode
 import StampShardMap
 
 /// Where the audit service gets IDs: the generator cluster through ``StampIDClient`` in production.
@@ -21,6 +19,9 @@ extension StampIDClient: AuditIDSource {
 
 /// The audit log's operations: record a change, read a user's history, its latest change of a
 /// field, one event. Stateless apart from connections: any number of servers can run it.
+///
+/// Its operations throw ``AuditServiceError``; the HTTP layer maps them to problems. Inputs are
+/// checked before (``AuditLimits``).
 public struct AuditService<C: Clock<Duration>>: Sendable {
     public let layout: IDLayout
     public let shardMap: ShardMapSource<C>
@@ -44,23 +45,25 @@ public struct AuditService<C: Clock<Duration>>: Sendable {
     ///
     /// Returns the stored event and whether it was stored by an earlier request with the same key
     /// (a retry: nothing new is stored). The same key with a different request is refused.
-    public func record(user: String, idempotencyKey: String, event: AuditEventInput) async throws -> (row: AuditRow, replayed: Bool) {
+    public func record(user: String, idempotencyKey: String, event: AuditEventInput) async throws(AuditServiceError) -> (row: AuditRow, replayed: Bool) {
         let started = ContinuousClock.now
-        defer { metrics.writeDuration.recordNanoseconds(Self.nanoseconds(since: started)) }
+        defer { metrics.writeDuration.recordNanoseconds(started.duration(to: .now).wholeNanoseconds) }
         let placement = shardMap.current.placement(ofUser: user)
         let digest = sealer.digest(of: event, user: user)
         let target = try open(placement.write)
 
         // A key used before the user's slots moved lives in a former shard.
         for former in placement.read.dropFirst() {
-            if let earlier = try await Self.storeCall({ try await open(former).store.row(user: user, idempotencyKey: idempotencyKey) }) {
+            let store = try open(former).store
+            if let earlier = try await Self.storeCall({ () async throws(AuditStoreError) in try await store.row(user: user, idempotencyKey: idempotencyKey) }) {
                 return try replay(earlier, digest: digest)
             }
         }
         // The new ID sorts after every event of the user, written through whichever server.
         var floor: StampID?
         for shard in placement.read {
-            if let latest = try await Self.storeCall({ try await open(shard).store.latestID(user: user) }), floor.map({ latest > $0 }) ?? true {
+            let store = try open(shard).store
+            if let latest = try await Self.storeCall({ () async throws(AuditStoreError) in try await store.latestID(user: user) }), floor.map({ latest > $0 }) ?? true {
                 floor = latest
             }
         }
@@ -70,7 +73,7 @@ public struct AuditService<C: Clock<Duration>>: Sendable {
         } catch {
             metrics.writes["failed"]?.increment()
             logger.warning("no ID for a write", metadata: ["stamp.shard": "\(placement.write)", "stamp.error": "\(error)"])
-            throw Problem.unavailable("no ID could be had from the generator nodes; retry with the same Idempotency-Key", retryAfterMilliseconds: 1000)
+            throw AuditServiceError(.noID, "no ID could be had from the generator nodes; retry with the same Idempotency-Key", cause: error)
         }
         let row = AuditRow(
             id: id, user: user, field: event.field, actor: event.actor, reason: event.reason,
@@ -78,21 +81,21 @@ public struct AuditService<C: Clock<Duration>>: Sendable {
             after: event.after.map { sealer.seal($0, id: id, slot: .after) },
             idempotencyKey: idempotencyKey, requestDigest: digest
         )
-        let stored = try await Self.storeCall { try await target.committer.insert(row) }
+        let stored = try await Self.storeCall { () async throws(AuditStoreError) in try await target.committer.insert(row) }
         if stored {
             metrics.writes["stored"]?.increment()
             return (row, false)
         }
-        guard let earlier = try await Self.storeCall({ try await target.store.row(user: user, idempotencyKey: idempotencyKey) }) else {
-            throw Problem(.internalError, status: .internalServerError, detail: "the write was refused as a repeat, but no earlier write has its key")
+        guard let earlier = try await Self.storeCall({ () async throws(AuditStoreError) in try await target.store.row(user: user, idempotencyKey: idempotencyKey) }) else {
+            throw AuditServiceError(.inconsistentRepeat, "the write was refused as a repeat, but no earlier write has its key")
         }
         return try replay(earlier, digest: digest)
     }
 
-    private func replay(_ earlier: AuditRow, digest: [UInt8]) throws -> (row: AuditRow, replayed: Bool) {
+    private func replay(_ earlier: AuditRow, digest: [UInt8]) throws(AuditServiceError) -> (row: AuditRow, replayed: Bool) {
         guard earlier.requestDigest == digest else {
             metrics.writes["key_reused"]?.increment()
-            throw Problem(.idempotencyKeyReused, status: .unprocessableContent, detail: "this Idempotency-Key was used for a different request of this user")
+            throw AuditServiceError(.idempotencyKeyReused, "this Idempotency-Key was used for a different request of this user")
         }
         metrics.writes["replayed"]?.increment()
         return (earlier, true)
@@ -100,30 +103,32 @@ public struct AuditService<C: Clock<Duration>>: Sendable {
 
     /// Up to `limit` events of `user`, newest first, below `before` and of `field` when given,
     /// from every shard that may hold them.
-    public func history(user: String, field: String?, before: StampID?, limit: Int) async throws -> [AuditRow] {
+    public func history(user: String, field: String?, before: StampID?, limit: Int) async throws(AuditServiceError) -> [AuditRow] {
         var rows: [AuditRow] = []
         for shard in shardMap.current.placement(ofUser: user).read {
-            rows += try await Self.storeCall { try await open(shard).store.history(user: user, field: field, before: before, limit: limit) }
+            let store = try open(shard).store
+            rows += try await Self.storeCall { () async throws(AuditStoreError) in try await store.history(user: user, field: field, before: before, limit: limit) }
         }
         return Array(rows.sorted { $0.id > $1.id }.prefix(limit))
     }
 
     /// The event with `id`, read from the shard written in the ID.
-    public func event(id: StampID) async throws -> AuditRow? {
+    public func event(id: StampID) async throws(AuditServiceError) -> AuditRow? {
         let shard = id.fields(in: layout).shard
         guard shardMap.current.knows(shard: shard) else {
-            throw Problem(.unknownShard, status: .notFound, detail: "the ID names shard \(shard), which the shard map does not list")
+            throw AuditServiceError(.unknownShard, "the ID names shard \(shard), which the shard map does not list")
         }
-        return try await Self.storeCall { try await open(shard).store.row(id: id) }
+        let store = try open(shard).store
+        return try await Self.storeCall { () async throws(AuditStoreError) in try await store.row(id: id) }
     }
 
     /// Opens the values of `row` for a reader.
-    public func open(_ row: AuditRow) throws -> (before: String?, after: String?) {
+    public func open(_ row: AuditRow) throws(AuditServiceError) -> (before: String?, after: String?) {
         do {
             return (try row.before.map { try sealer.open($0, id: row.id, slot: .before) }, try row.after.map { try sealer.open($0, id: row.id, slot: .after) })
         } catch {
             logger.error("stored value unreadable", metadata: ["stamp.event": "\(row.id)", "stamp.error": "\(error)"])
-            throw Problem(.internalError, status: .internalServerError, detail: "a stored value of event \(row.id) cannot be opened with the configured data key")
+            throw AuditServiceError(.sealedValueUnreadable, "a stored value of event \(row.id) cannot be opened with the configured data key", cause: error)
         }
     }
 
@@ -142,30 +147,25 @@ public struct AuditService<C: Clock<Duration>>: Sendable {
         return ids.isReachable ? nil : "no generator node is reachable"
     }
 
-    private func open(_ shard: Int) throws -> ShardSet.OpenShard {
+    private func open(_ shard: Int) throws(AuditServiceError) -> ShardSet.OpenShard {
         guard let open = shards.shard(shard) else {
-            throw Problem.unavailable("shard \(shard) is not open on this server yet", retryAfterMilliseconds: 1000)
+            throw AuditServiceError(.shardNotOpen, "shard \(shard) is not open on this server yet")
         }
         return open
     }
 
-    /// Runs a store operation, turning its errors into problems.
-    private static func storeCall<T>(_ body: () async throws -> T) async throws -> T {
+    /// Runs a store operation, turning its errors into the service's.
+    private static func storeCall<T>(_ body: () async throws(AuditStoreError) -> T) async throws(AuditServiceError) -> T {
         do {
             return try await body()
-        } catch let error as AuditStoreError {
+        } catch {
             switch error.code {
             case .unavailable, .invalidConfiguration:
-                throw Problem.unavailable("the shard's database is unavailable: \(error.message)", retryAfterMilliseconds: 1000)
+                throw AuditServiceError(.databaseUnavailable, "the shard's database is unavailable: \(error.message)", cause: error)
             case .rejected:
-                throw Problem(.internalError, status: .internalServerError, detail: "the shard's database refused the operation")
+                throw AuditServiceError(.databaseRefused, "the shard's database refused the operation", cause: error)
             }
         }
-    }
-
-    private static func nanoseconds(since start: ContinuousClock.Instant) -> Int64 {
-        let elapsed = start.duration(to: .now)
-        return elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000
     }
 }
 
@@ -184,15 +184,41 @@ struct AuditMetrics: Sendable {
     }
 }
 
-extension Problem.Kind {
-    public static let unauthorized = Problem.Kind(rawValue: "unauthorized")
-    public static let forbidden = Problem.Kind(rawValue: "forbidden")
-    public static let invalidUser = Problem.Kind(rawValue: "invalid-user")
-    public static let invalidField = Problem.Kind(rawValue: "invalid-field")
-    public static let invalidEvent = Problem.Kind(rawValue: "invalid-event")
-    public static let valueTooLarge = Problem.Kind(rawValue: "value-too-large")
-    public static let invalidIdempotencyKey = Problem.Kind(rawValue: "invalid-idempotency-key")
-    public static let idempotencyKeyReused = Problem.Kind(rawValue: "idempotency-key-reused")
-    public static let invalidCursor = Problem.Kind(rawValue: "invalid-cursor")
-    public static let unsupportedMediaType = Problem.Kind(rawValue: "unsupported-media-type")
+/// Why the audit service could not do what was asked.
+public struct AuditServiceError: Error, Sendable, CustomStringConvertible {
+    /// Stable codes for the service's errors.
+    public enum Code: String, Sendable {
+        /// The generator nodes gave no ID; the write may be retried with the same key.
+        case noID = "no-id"
+        /// The shard is in the map but not open on this server yet; retry shortly.
+        case shardNotOpen = "shard-not-open"
+        /// The shard's database cannot be reached or did not answer; retry shortly.
+        case databaseUnavailable = "database-unavailable"
+        /// The shard's database refused the operation.
+        case databaseRefused = "database-refused"
+        /// The idempotency key was used for a different request of the user.
+        case idempotencyKeyReused = "idempotency-key-reused"
+        /// The ID names a shard the shard map does not list.
+        case unknownShard = "unknown-shard"
+        /// A stored value cannot be opened with the configured data key.
+        case sealedValueUnreadable = "sealed-value-unreadable"
+        /// A write was refused as a repeat, but no earlier write has its key.
+        case inconsistentRepeat = "inconsistent-repeat"
+        /// The configuration cannot work: the shard map, a secret, a bound.
+        case invalidConfiguration = "invalid-configuration"
+    }
+
+    public let code: Code
+    /// A message safe to show and log: it never holds personal data.
+    public let message: String
+    /// The error that led to this one, if any.
+    public let cause: (any Error)?
+
+    public init(_ code: Code, _ message: String, cause: (any Error)? = nil) {
+        self.code = code
+        self.message = message
+        self.cause = cause
+    }
+
+    public var description: String { "\(code.rawValue): \(message)" }
 }

@@ -1,7 +1,7 @@
 import Hummingbird
 import HummingbirdTesting
 import MetricsTestKit
-import StampGeneratorNode
+import StampHTTP
 import Testing
 
 @Suite("Request metrics")

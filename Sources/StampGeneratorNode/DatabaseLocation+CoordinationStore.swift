@@ -6,7 +6,7 @@ import StampDatabase
 
 extension DatabaseLocation {
     /// Reads a coordination store's location, refusing it as the store would.
-    static func coordinationStore(parsing text: String) throws(CoordinationError) -> DatabaseLocation {
+    public static func coordinationStore(parsing text: String) throws(CoordinationError) -> DatabaseLocation {
         do {
             return try DatabaseLocation(parsing: text)
         } catch {
@@ -15,7 +15,7 @@ extension DatabaseLocation {
     }
 
     /// Creates the coordination store this location names; it still has to be run and prepared.
-    func makeCoordinationStore(logger: Logger) throws(CoordinationError) -> any CoordinationStore {
+    public func makeCoordinationStore(logger: Logger) throws(CoordinationError) -> any CoordinationStore {
         switch self {
         case .sqlite(let path):
             SQLiteCoordinationStore(path: path, logger: logger)

@@ -1,0 +1,120 @@
+import StampCore
+
+/// A change to record: the body of `POST /v1/users/{userId}/events`.
+public struct AuditEventWrite: Codable, Sendable, Equatable {
+    /// The name of the changed field.
+    public var field: String
+    /// The value before the change; `null` when the field had none.
+    public var before: String?
+    /// The value after the change; `null` when the change removed it.
+    public var after: String?
+    /// Who made the change.
+    public var actor: String
+    /// Why; absent means none.
+    public var reason: String?
+
+    public init(field: String, before: String?, after: String?, actor: String, reason: String? = nil) {
+        self.field = field
+        self.before = before
+        self.after = after
+        self.actor = actor
+        self.reason = reason
+    }
+
+    enum CodingKeys: String, CodingKey { case field, before, after, actor, reason }
+
+    /// Encodes `before` and `after` as `null` when absent, and `reason` only when given.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(field, forKey: .field)
+        try container.encode(before, forKey: .before)
+        try container.encode(after, forKey: .after)
+        try container.encode(actor, forKey: .actor)
+        try container.encodeIfPresent(reason, forKey: .reason)
+    }
+}
+
+/// One recorded event as the audit API shows it.
+public struct AuditEvent: Codable, Sendable, Equatable {
+    /// The values of a change, shown to readers only.
+    public struct Values: Sendable, Equatable {
+        /// The value before the change; `null` when the field had none.
+        public var before: String?
+        /// The value after the change; `null` when the change removed it.
+        public var after: String?
+
+        public init(before: String?, after: String?) {
+            self.before = before
+            self.after = after
+        }
+    }
+
+    /// The event's ID, a Stamp ID whose shard field names the shard it lives in.
+    public var id: StampID
+    public var userId: String
+    public var field: String
+    public var actor: String
+    public var reason: String
+    public var shard: Int
+    /// The ID's time as an RFC 3339 instant.
+    public var recordedAt: String
+    /// The values, for readers; `nil` for writers, and then absent from the document.
+    public var values: Values?
+
+    public init(id: StampID, userId: String, field: String, actor: String, reason: String, shard: Int, recordedAt: String, values: Values?) {
+        self.id = id
+        self.userId = userId
+        self.field = field
+        self.actor = actor
+        self.reason = reason
+        self.shard = shard
+        self.recordedAt = recordedAt
+        self.values = values
+    }
+
+    enum CodingKeys: String, CodingKey { case id, userId, field, actor, reason, shard, recordedAt, before, after }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        id = try container.decode(StampID.self, forKey: .id)
+        userId = try container.decode(String.self, forKey: .userId)
+        field = try container.decode(String.self, forKey: .field)
+        actor = try container.decode(String.self, forKey: .actor)
+        reason = try container.decode(String.self, forKey: .reason)
+        shard = try container.decode(Int.self, forKey: .shard)
+        recordedAt = try container.decode(String.self, forKey: .recordedAt)
+        if container.contains(.before) || container.contains(.after) {
+            values = Values(before: try container.decodeIfPresent(String.self, forKey: .before), after: try container.decodeIfPresent(String.self, forKey: .after))
+        } else {
+            values = nil
+        }
+    }
+
+    /// Encodes the values only when present, each as `null` when the change had none.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(id, forKey: .id)
+        try container.encode(userId, forKey: .userId)
+        try container.encode(field, forKey: .field)
+        try container.encode(actor, forKey: .actor)
+        try container.encode(reason, forKey: .reason)
+        try container.encode(shard, forKey: .shard)
+        try container.encode(recordedAt, forKey: .recordedAt)
+        if let values {
+            try container.encode(values.before, forKey: .before)
+            try container.encode(values.after, forKey: .after)
+        }
+    }
+}
+
+/// A page of a user's history, newest first: the answer of `GET /v1/users/{userId}/events`.
+public struct AuditEventPage: Codable, Sendable, Equatable {
+    public var events: [AuditEvent]
+    /// The cursor of the following page (pass it as `before`); absent on the last page.
+    public var next: StampID?
+
+    public init(events: [AuditEvent], next: StampID?) {
+        self.events = events
+        self.next = next
+    }
+}

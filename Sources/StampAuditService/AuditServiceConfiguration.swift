@@ -1,0 +1,49 @@
+import StampAudit
+import StampCore
+import StampDatabase
+import StampShardMap
+
+/// How an audit service stores events, every default in one place: where its shard map is, the
+/// ID layout, how rows are committed, and the data key.
+public struct AuditServiceConfiguration: Sendable {
+    /// How many commits may run at once on one shard, by the backend of its database.
+    public struct CommitPolicy: Sendable, Hashable {
+        /// On an SQLite shard (default 1: SQLite has one writer).
+        public var sqlite: Int
+        /// On a PostgreSQL shard (default 4).
+        public var postgres: Int
+
+        public init(sqlite: Int = 1, postgres: Int = 4) {
+            self.sqlite = sqlite
+            self.postgres = postgres
+        }
+
+        /// The commits that may run at once on `shard`.
+        public func concurrentCommits(on shard: ShardMap.Shard) -> Int {
+            shard.database.isSQLite ? sqlite : postgres
+        }
+    }
+
+    /// The shard map file (default `.stamp/shard-map.json`); when missing, it is created with one
+    /// SQLite shard beside it.
+    public var shardMapPath: String
+    /// The ID layout of the generator cluster (default: the default layout).
+    public var layout: IDLayout
+    /// Most rows committed in one transaction (default 512, at most ``maxBatchRange``).
+    public var maxBatch: Int
+    /// Commits running at once per shard.
+    public var commitPolicy: CommitPolicy
+    /// Seals personal-data values with the data key; the service refuses to start without one.
+    public var sealer: ValueSealer?
+
+    /// The batch sizes a service accepts.
+    public static let maxBatchRange = 1...1000
+
+    public init(shardMapPath: String = ".stamp/shard-map.json", layout: IDLayout = .default, maxBatch: Int = 512, commitPolicy: CommitPolicy = CommitPolicy(), sealer: ValueSealer? = nil) {
+        self.shardMapPath = shardMapPath
+        self.layout = layout
+        self.maxBatch = maxBatch
+        self.commitPolicy = commitPolicy
+        self.sealer = sealer
+    }
+}
