@@ -44,6 +44,7 @@ public func buildAuditApplication<C: Clock<Duration>>(
         router: router,
         server: .http1(configuration: server.http1),
         configuration: ApplicationConfiguration(address: .hostname(server.host, port: server.port), serverName: "stamp-audit"),
+        onServerRunning: server.announceListening(logger: logger),
         logger: logger
     )
 }

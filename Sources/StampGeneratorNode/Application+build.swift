@@ -14,6 +14,7 @@ import StampCore
 ///   - wallClock: Wall time, for validating IDs at `/v1/ids/{id}`.
 ///   - knowsShard: Whether the shard map lists a shard; IDs for other shards are refused.
 ///     `nil` serves every shard of the layout.
+///   - listening: Told where the server listens once it does; give the node the same one.
 ///   - logger: The server's logger.
 public func buildApplication<C: Clock<Duration>>(
     node: GeneratorNode<C>,
@@ -21,6 +22,7 @@ public func buildApplication<C: Clock<Duration>>(
     metrics: (@Sendable () -> String)? = nil,
     wallClock: any WallClock = SystemWallClock(),
     knowsShard: (@Sendable (Int) async -> Bool)? = nil,
+    listening: ListeningAddress? = nil,
     logger: Logger
 ) -> some ApplicationProtocol {
     let router = Router(context: BasicRequestContext.self)
@@ -49,6 +51,7 @@ public func buildApplication<C: Clock<Duration>>(
         router: router,
         server: .http1(configuration: server.http1),
         configuration: ApplicationConfiguration(address: .hostname(server.host, port: server.port), serverName: "stamp"),
+        onServerRunning: server.announceListening(to: listening, logger: logger),
         logger: logger
     )
 }

@@ -22,6 +22,7 @@ public final class GeneratorNode<C: Clock<Duration>>: Service, Sendable where C.
     private let wallClock: any WallClock
     private let logger: Logger
     private let metrics: NodeMetrics
+    private let listening: ListeningAddress?
     private let state: Mutex<State>
 
     private struct State: @unchecked Sendable {
@@ -33,8 +34,11 @@ public final class GeneratorNode<C: Clock<Duration>>: Service, Sendable where C.
         var announcedIssuing = false
     }
 
-    public init(configuration: NodeConfiguration, store: any CoordinationStore, clock: C, wallClock: any WallClock = SystemWallClock(), logger: Logger, metricsFactory: any MetricsFactory = MetricsSystem.factory) {
+    /// - Parameter listening: Where the node's HTTP server listens, once it does: without an
+    ///   ``NodeConfiguration/advertisedAddress``, the node waits for it and advertises it.
+    public init(configuration: NodeConfiguration, store: any CoordinationStore, clock: C, wallClock: any WallClock = SystemWallClock(), logger: Logger, metricsFactory: any MetricsFactory = MetricsSystem.factory, listening: ListeningAddress? = nil) {
         self.configuration = configuration
+        self.listening = listening
         self.owner = UUID().uuidString.lowercased()
         self.store = store
         self.clock = clock
@@ -98,9 +102,19 @@ public final class GeneratorNode<C: Clock<Duration>>: Service, Sendable where C.
     }
 
     private func claim() async {
+        let address: String?
+        if let advertised = configuration.advertisedAddress {
+            address = advertised
+        } else if let listening {
+            // Shutting down before the server listened: there is nothing to advertise.
+            guard let bound = await listening.value() else { return }
+            address = bound.url
+        } else {
+            address = nil
+        }
         let sentAt = clock.now
         do {
-            guard let lease = try await store.claim(owner: owner, address: configuration.advertisedAddress, ttl: configuration.lease.ttl, nodeCount: configuration.layout.nodeCount) else {
+            guard let lease = try await store.claim(owner: owner, address: address, ttl: configuration.lease.ttl, nodeCount: configuration.layout.nodeCount) else {
                 state.withLock { $0.keeper.claimFailed(at: clock.now) }
                 metrics.claims["none-free"]?.increment()
                 logger.warning("every node ID is held; retrying", metadata: ["stamp.node_count": "\(configuration.layout.nodeCount)"])

@@ -9,7 +9,8 @@ public struct NodeConfiguration: Sendable {
     public var maxLeadMilliseconds: Int64
     /// Lease and reservation durations.
     public var lease: LeaseConfiguration
-    /// The URL other nodes and clients reach this node at, recorded with its lease.
+    /// The URL other nodes and clients reach this node at, recorded with its lease; `nil`
+    /// advertises the address the node's HTTP server listens on (see ``GeneratorNode``'s `listening`).
     public var advertisedAddress: String?
     /// Largest `count` of one request (default 10,000).
     public var maxCount: Int

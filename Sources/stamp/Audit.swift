@@ -55,6 +55,9 @@ struct AuditServe: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Most rows committed in one transaction. [env: STAMP_AUDIT_MAX_BATCH] (default: 512)", valueName: "n"))
     var maxBatch: Int?
 
+    @Option(help: ArgumentHelp("File to write the port bound to once listening (useful with --listen HOST:0). [env: STAMP_AUDIT_PORT_FILE]", valueName: "path"))
+    var portFile: String?
+
     @Option(help: ArgumentHelp("trace, debug, info, notice, warning, error or critical. [env: STAMP_LOG_LEVEL] (default: info)", valueName: "level"))
     var logLevel: String?
 
@@ -115,7 +118,7 @@ struct AuditServe: AsyncParsableCommand {
         let levelText = value(logLevel, "STAMP_LOG_LEVEL") ?? "info"
         guard let level = Logger.Level(rawValue: levelText) else { throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical") }
         return Settings(
-            server: ServerConfiguration(host: String(listen[..<colon]), port: port, maxBodySize: AuditLimits.maxBodyBytes),
+            server: ServerConfiguration(host: String(listen[..<colon]), port: port, maxBodySize: AuditLimits.maxBodyBytes, portFile: value(portFile, "STAMP_AUDIT_PORT_FILE")),
             shardMapPath: value(shardMap, "STAMP_SHARD_MAP") ?? ".stamp/shard-map.json",
             generators: generators,
             layout: layout,

@@ -30,8 +30,11 @@ struct Serve: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Coordination store: sqlite:PATH or postgres://USER[:PASSWORD]@HOST:PORT/DB. [env: STAMP_STORE] (default: sqlite:.stamp/coordination.sqlite)", valueName: "location"))
     var store: String?
 
-    @Option(help: ArgumentHelp("URL others reach this node at, recorded with its lease. [env: STAMP_ADVERTISE] (default: http://<listen>)", valueName: "url"))
+    @Option(help: ArgumentHelp("URL others reach this node at, recorded with its lease. [env: STAMP_ADVERTISE] (default: http://<listen>, with the port bound when it is 0)", valueName: "url"))
     var advertise: String?
+
+    @Option(help: ArgumentHelp("File to write the port bound to once listening (useful with --listen HOST:0). [env: STAMP_PORT_FILE]", valueName: "path"))
+    var portFile: String?
 
     @Option(help: ArgumentHelp("ID layout; every node of a cluster must use the same. [env: STAMP_LAYOUT] (default: \(IDLayout.default))", valueName: "spec"))
     var layout: String?
@@ -79,7 +82,7 @@ struct Serve: AsyncParsableCommand {
         guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]), (0...65535).contains(port), colon > listen.startIndex else {
             throw ValidationError("--listen must be host:port, such as 127.0.0.1:7400; got '\(listen)'")
         }
-        var server = ServerConfiguration(host: String(listen[..<colon]), port: port)
+        var server = ServerConfiguration(host: String(listen[..<colon]), port: port, portFile: value(portFile, "STAMP_PORT_FILE"))
         server.idleTimeout = try DurationText.parse(value(idleTimeout, "STAMP_IDLE_TIMEOUT") ?? "60s", name: "--idle-timeout")
 
         let layout: IDLayout
@@ -109,7 +112,7 @@ struct Serve: AsyncParsableCommand {
             guard let number = Int(text), number >= 0 else { throw ValidationError("STAMP_MIN_LIFETIME_DAYS must be a whole number of days") }
             return number
         } ?? 365
-        let advertise = value(self.advertise, "STAMP_ADVERTISE") ?? "http://\(listen)"
+        let advertise = value(self.advertise, "STAMP_ADVERTISE")
         let node = NodeConfiguration(
             layout: layout,
             maxLeadMilliseconds: maxLead.wholeMilliseconds,
@@ -145,8 +148,9 @@ struct Serve: AsyncParsableCommand {
             }
         }
         let store = try settings.store.makeCoordinationStore(logger: logger)
-        let node = GeneratorNode(configuration: settings.node, store: store, clock: ContinuousClock(), logger: logger)
-        let application = buildApplication(node: node, server: settings.server, metrics: { registry.emitToString() }, knowsShard: knowsShard, logger: logger)
+        let listening = ListeningAddress()
+        let node = GeneratorNode(configuration: settings.node, store: store, clock: ContinuousClock(), logger: logger, listening: listening)
+        let application = buildApplication(node: node, server: settings.server, metrics: { registry.emitToString() }, knowsShard: knowsShard, listening: listening, logger: logger)
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
                 services: services + [

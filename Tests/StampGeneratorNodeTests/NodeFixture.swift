@@ -16,13 +16,13 @@ struct NodeFixture {
     let metrics: TestMetrics
     let node: GeneratorNode<ManualClock>
 
-    init(store: InMemoryCoordinationStore? = nil, wallClock: ManualWallClock? = nil, configuration: NodeConfiguration = NodeConfiguration()) {
+    init(store: InMemoryCoordinationStore? = nil, wallClock: ManualWallClock? = nil, configuration: NodeConfiguration = NodeConfiguration(), listening: ListeningAddress? = nil) {
         let wallClock = wallClock ?? ManualWallClock(unixMilliseconds: Self.start)
         self.wallClock = wallClock
         self.store = store ?? InMemoryCoordinationStore(clock: ManualWallClock(unixMilliseconds: Self.start))
         self.clock = ManualClock()
         self.metrics = TestMetrics()
-        self.node = GeneratorNode(configuration: configuration, store: self.store, clock: clock, wallClock: wallClock, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }), metricsFactory: metrics)
+        self.node = GeneratorNode(configuration: configuration, store: self.store, clock: clock, wallClock: wallClock, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }), metricsFactory: metrics, listening: listening)
     }
 
     /// Prepares the store, claims a node ID and persists the first reservation.

@@ -81,6 +81,32 @@ struct ClusterProcessTests {
         #expect(second.process.terminationStatus == 0)
     }
 
+    /// A node on port 0 writes the port it bound to its port file and advertises that port: the
+    /// cluster document at that port lists the node at it.
+    @Test func aNodeOnPortZeroReportsAndAdvertisesItsPort() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("stamp-process-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let node = try await StampProcess(serveOnPortZero: ["--store", "sqlite:\(directory.path)/coordination.sqlite"], directory: directory)
+        defer { node.stop(signal: SIGKILL) }
+        #expect(node.port != 0)
+        try await node.waitUntilReady()
+        let (data, status) = try await HTTP.get("\(node.baseURL)/v1/cluster")
+        #expect(status == 200)
+        let cluster = try JSONDecoder().decode(Cluster.self, from: data)
+        #expect(cluster.nodes.map(\.address) == [node.baseURL])
+        node.stop(signal: SIGTERM)
+        #expect(node.process.terminationStatus == 0)
+    }
+
+    struct Cluster: Decodable {
+        struct Node: Decodable {
+            let address: String?
+        }
+
+        let nodes: [Node]
+    }
+
     struct Batch: Decodable {
         let ids: [String]
         let node: Int

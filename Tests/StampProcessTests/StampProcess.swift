@@ -28,6 +28,22 @@ final class StampProcess: @unchecked Sendable {
         try process.run()
     }
 
+    /// Starts `stamp serve` on loopback port 0 with `arguments` and a port file in `directory`,
+    /// and reads the port it bound from that file once its log says it listens.
+    init(serveOnPortZero arguments: [String], directory: URL) async throws {
+        let portFile = directory.appendingPathComponent("port-\(UUID().uuidString)")
+        process.executableURL = Self.binary
+        process.arguments = ["serve", "--listen", "127.0.0.1:0", "--port-file", portFile.path, "--log-level", "info"] + arguments
+        process.currentDirectoryURL = directory
+        process.standardOutput = output.pipe
+        process.standardError = output.pipe
+        try process.run()
+        guard await output.waitFor("stamp.port="), let port = Int(try String(contentsOf: portFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)) else {
+            throw ProcessTestError("node on port 0 wrote no port file: \(output.contents)")
+        }
+        self.port = port
+    }
+
     var baseURL: String { "http://127.0.0.1:\(port)" }
 
     /// Stops the process with `signal` and waits for it to end.
