@@ -137,10 +137,15 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
-        // Manual clocks and in-memory fakes that every test target reuses.
+        // Manual clocks, in-memory fakes and a fault-injecting TCP proxy that every test target reuses.
         .target(
             name: "StampTesting",
-            dependencies: ["StampCore", "StampCoordination", .product(name: "Logging", package: "swift-log")]
+            dependencies: [
+                "StampCore", "StampCoordination",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
         ),
         .executableTarget(
             name: "stamp",
@@ -190,7 +195,6 @@ let package = Package(
             name: "StampAuditTests",
             dependencies: [
                 "StampCore", "StampShardMap", "StampAudit", "StampAuditStore", "StampAuditServer", "StampClient", "StampGeneratorNode", "StampTesting",
-                "StampLoadBalancer",
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
