@@ -18,7 +18,7 @@ let package = Package(
         .library(name: "StampAudit", targets: ["StampAudit"]),
         .library(name: "StampAuditStore", targets: ["StampAuditStore"]),
         .library(name: "StampAuditServer", targets: ["StampAuditServer"]),
-        .library(name: "StampLoadBalancer", targets: ["StampLoadBalancer"]),
+        .library(name: "StampLoadTesting", targets: ["StampLoadTesting"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
@@ -127,13 +127,15 @@ let package = Package(
             ],
             resources: [.copy("openapi.yaml")]
         ),
-        // A round-robin TCP load balancer for `stamp demo` when no HAProxy or nginx is installed.
+        // The demo and the load driver: open-loop scheduling, recording and reports, the process
+        // supervisor, the throwaway PostgreSQL cluster and HAProxy's configuration.
         .target(
-            name: "StampLoadBalancer",
+            name: "StampLoadTesting",
             dependencies: [
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
+                "StampCore", "StampDatabase", "StampClient", "StampAudit", "StampShardMap",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
@@ -151,7 +153,7 @@ let package = Package(
             name: "stamp",
             dependencies: [
                 "StampCore", "StampCoordination", "StampDatabase", "StampCoordinationSQLite", "StampCoordinationPostgres", "StampGeneratorNode", "StampClient",
-                "StampShardMap", "StampAudit", "StampAuditStore", "StampAuditServer", "StampLoadBalancer",
+                "StampShardMap", "StampAudit", "StampAuditStore", "StampAuditServer", "StampLoadTesting",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -182,7 +184,7 @@ let package = Package(
         .testTarget(
             name: "StampClientTests",
             dependencies: [
-                "StampClient", "StampCore", "StampCoordination", "StampGeneratorNode", "StampTesting", "StampLoadBalancer",
+                "StampClient", "StampCore", "StampCoordination", "StampGeneratorNode", "StampTesting",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
@@ -206,7 +208,11 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
+        .testTarget(
+            name: "StampLoadTestingTests",
+            dependencies: ["StampLoadTesting", "StampCore", "StampTesting", .product(name: "Logging", package: "swift-log")]
+        ),
         // Tests of the built `stamp` binary: real processes on loopback.
-        .testTarget(name: "StampProcessTests", dependencies: ["StampCore", "stamp"]),
+        .testTarget(name: "StampProcessTests", dependencies: ["StampCore", "StampLoadTesting", "stamp"]),
     ]
 )
