@@ -21,7 +21,7 @@ let package = Package(
         .library(name: "StampAuditStore", targets: ["StampAuditStore"]),
         .library(name: "StampAuditService", targets: ["StampAuditService"]),
         .library(name: "StampAuditServer", targets: ["StampAuditServer"]),
-        .library(name: "StampLoadBalancer", targets: ["StampLoadBalancer"]),
+        .library(name: "StampLoadTesting", targets: ["StampLoadTesting"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
@@ -169,20 +169,27 @@ let package = Package(
             ],
             resources: [.copy("openapi.yaml")]
         ),
-        // A round-robin TCP load balancer for `stamp demo` when no HAProxy or nginx is installed.
+        // The demo and the load driver: open-loop scheduling, recording and reports, the process
+        // supervisor, the throwaway PostgreSQL cluster and HAProxy's configuration.
         .target(
-            name: "StampLoadBalancer",
+            name: "StampLoadTesting",
             dependencies: [
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
+                "StampCore", "StampDatabase", "StampClient", "StampAudit", "StampShardMap",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
-        // Manual clocks and in-memory fakes that every test target reuses.
+        // Manual clocks, in-memory fakes and a fault-injecting TCP proxy that every test target reuses.
         .target(
             name: "StampTesting",
-            dependencies: ["StampCore", "StampCoordination", .product(name: "Logging", package: "swift-log")]
+            dependencies: [
+                "StampCore", "StampCoordination",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
         ),
         // Fresh PostgreSQL databases for the store tests; apart from StampTesting, so that tests
         // without a database build no database driver.
@@ -198,7 +205,7 @@ let package = Package(
             name: "stamp",
             dependencies: [
                 "StampCore", "StampCoordination", "StampDatabase", "StampCoordinationSQLite", "StampCoordinationPostgres", "StampHTTP", "StampGeneratorNode", "StampClient",
-                "StampShardMap", "StampAudit", "StampAuditStore", "StampAuditService", "StampAuditServer", "StampLoadBalancer",
+                "StampShardMap", "StampAudit", "StampAuditStore", "StampAuditService", "StampAuditServer", "StampLoadTesting",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -254,7 +261,7 @@ let package = Package(
         .testTarget(
             name: "StampClientTests",
             dependencies: [
-                "StampClient", "StampCore", "StampCoordination", "StampHTTP", "StampGeneratorNode", "StampTesting", "StampLoadBalancer",
+                "StampClient", "StampCore", "StampCoordination", "StampHTTP", "StampGeneratorNode", "StampTesting",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
@@ -267,7 +274,6 @@ let package = Package(
             name: "StampAuditTests",
             dependencies: [
                 "StampCore", "StampAPI", "StampHTTP", "StampShardMap", "StampAudit", "StampAuditStore", "StampAuditService", "StampAuditServer", "StampClient", "StampTesting",
-                "StampLoadBalancer",
                 "StampDatabase", "StampDatabaseTesting",
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -280,7 +286,11 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
+        .testTarget(
+            name: "StampLoadTestingTests",
+            dependencies: ["StampLoadTesting", "StampCore", "StampTesting", .product(name: "Logging", package: "swift-log")]
+        ),
         // Tests of the built `stamp` binary: real processes on loopback.
-        .testTarget(name: "StampProcessTests", dependencies: ["StampCore", "stamp"]),
+        .testTarget(name: "StampProcessTests", dependencies: ["StampCore", "StampLoadTesting", "stamp"]),
     ]
 )

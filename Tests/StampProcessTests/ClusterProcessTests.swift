@@ -67,7 +67,7 @@ struct ClusterProcessTests {
         let (data, _) = try await HTTP.get("\(first.baseURL)/v1/ids")
         let before = try JSONDecoder().decode(Batch.self, from: data)
         first.stop(signal: SIGTERM)
-        #expect(first.process.terminationStatus == 0)
+        #expect(first.process.termination == .exited(0))
         #expect(await first.output.waitFor("released lease"))
 
         let second = try StampProcess(serve: arguments, directory: directory)
@@ -78,7 +78,7 @@ struct ClusterProcessTests {
         #expect(after.node == before.node, "the released node ID is free again at once")
         #expect(try #require(Int64(after.ids[0])) > #require(Int64(before.ids[0])))
         second.stop(signal: SIGTERM)
-        #expect(second.process.terminationStatus == 0)
+        #expect(second.process.termination == .exited(0))
     }
 
     /// A node on port 0 writes the port it bound to its port file and advertises that port: the
@@ -87,16 +87,16 @@ struct ClusterProcessTests {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("stamp-process-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
-        let node = try await StampProcess(serveOnPortZero: ["--store", "sqlite:\(directory.path)/coordination.sqlite"], directory: directory)
+        let node = try StampProcess(serve: ["--store", "sqlite:\(directory.path)/coordination.sqlite"], directory: directory)
         defer { node.stop(signal: SIGKILL) }
-        #expect(node.port != 0)
         try await node.waitUntilReady()
+        #expect(node.port != 0)
         let (data, status) = try await HTTP.get("\(node.baseURL)/v1/cluster")
         #expect(status == 200)
         let cluster = try JSONDecoder().decode(Cluster.self, from: data)
         #expect(cluster.nodes.map(\.address) == [node.baseURL])
         node.stop(signal: SIGTERM)
-        #expect(node.process.terminationStatus == 0)
+        #expect(node.process.termination == .exited(0))
     }
 
     struct Cluster: Decodable {

@@ -1,4 +1,5 @@
 import Foundation
+import StampLoadTesting
 import Testing
 
 /// `stamp demo`: the whole topology on loopback, a short run, every check passing, and no
@@ -6,23 +7,35 @@ import Testing
 @Suite("Demo", .serialized, .timeLimit(.minutes(5)))
 struct DemoProcessTests {
     static let postgresURL = ProcessInfo.processInfo.environment["STAMP_TEST_POSTGRES_PROCESS_URL"]
+    static let haproxyInstalled = ExecutableSearch.find("haproxy", extraDirectories: ExecutableSearch.systemDirectories) != nil
+    static let driverSpreads = "no load balancer: the driver spreads requests round-robin over 3 audit servers"
 
     @Test func demoOnSQLite() async throws {
-        try await runDemo(extraArguments: [])
+        let report = try await runDemo(extraArguments: ["--no-load-balancer"])
+        #expect(Self.topology(report).hasSuffix(Self.driverSpreads))
     }
 
     @Test(.enabled(if: postgresURL != nil, "set STAMP_TEST_POSTGRES_PROCESS_URL (scripts/test does)"))
     func demoOnPostgreSQL() async throws {
-        try await runDemo(extraArguments: ["--postgres-url", Self.postgresURL!])
+        let report = try await runDemo(extraArguments: ["--postgres-url", Self.postgresURL!, "--no-load-balancer"])
+        #expect(Self.topology(report).hasSuffix(Self.driverSpreads))
+    }
+
+    /// With HAProxy installed (scripts/test installs it), the demo's requests go through it.
+    @Test(.enabled(if: haproxyInstalled, "install HAProxy (apt-get install haproxy; scripts/test does as root)"))
+    func demoThroughHAProxy() async throws {
+        let report = try await runDemo(extraArguments: [])
+        let topology = Self.topology(report)
+        #expect(topology.contains(", load balancer: haproxy "), "the topology line names HAProxy: \(topology)")
+        #expect(topology.contains(" on 127.0.0.1:"))
     }
 
     /// SIGINT while the load runs: the demo stops every process it started and exits with 130.
     @Test func anInterruptedDemoLeavesNoProcess() async throws {
         let demo = try DemoRun(arguments: ["--duration", "60s", "--rate", "100"])
-        defer { demo.removeOutput() }
         // The first progress line says the load has begun.
         #expect(await demo.progress.waitFor("t=1s "), "the demo did not start its load: \(demo.errors)")
-        kill(demo.process.processIdentifier, SIGINT)
+        demo.process.send(SIGINT)
         let status = try await demo.waitForExit()
         #expect(status == 130, "\(demo.errors)")
         let folder = try #require(demo.folder, "the demo names its folder on standard error")
@@ -30,9 +43,9 @@ struct DemoProcessTests {
         #expect(!FileManager.default.fileExists(atPath: folder), "the folder was deleted")
     }
 
-    private func runDemo(extraArguments: [String]) async throws {
+    /// Runs a short demo, checks its figures and that it left nothing behind, and returns its report.
+    private func runDemo(extraArguments: [String]) async throws -> String {
         let demo = try DemoRun(arguments: ["--duration", "3s", "--rate", "200"] + extraArguments)
-        defer { demo.removeOutput() }
         let status = try await demo.waitForExit()
         let report = demo.report
         print("stamp demo report:\n\(report)\nprogress:\n\(demo.errors)")
@@ -48,6 +61,13 @@ struct DemoProcessTests {
         let folder = try #require(demo.folder, "the demo names its folder on standard error")
         #expect(Self.processes(mentioning: folder).isEmpty, "processes left running")
         #expect(!FileManager.default.fileExists(atPath: folder), "the folder was deleted")
+        return report
+    }
+
+    /// The value of the report's `topology:` line.
+    static func topology(_ report: String) -> String {
+        let line = report.split(separator: "\n").first { $0.hasPrefix("topology:") } ?? ""
+        return line.dropFirst("topology:".count).trimmingCharacters(in: .whitespaces)
     }
 
     /// The `key=value` figures of the report's last line.
@@ -73,33 +93,23 @@ struct DemoProcessTests {
     }
 }
 
-/// One `stamp demo` process, its standard output and error in files.
-private final class DemoRun: @unchecked Sendable {
-    let process = Process()
-    let output: URL
-    /// Standard error: the folder line and the progress lines.
-    let progress = OutputWatcher()
-    private let exited = AsyncStream<Int32>.makeStream()
+/// One `stamp demo` process: its report on standard output, its folder and progress lines on
+/// standard error.
+private struct DemoRun: Sendable {
+    let process: ChildProcess
 
     init(arguments: [String]) throws {
-        let name = "stamp-demo-test-\(UUID().uuidString.prefix(8))"
-        output = FileManager.default.temporaryDirectory.appendingPathComponent("\(name).out")
-        _ = FileManager.default.createFile(atPath: output.path, contents: nil)
-        process.executableURL = StampProcess.binary
-        process.arguments = ["demo"] + arguments
-        process.standardOutput = try FileHandle(forWritingTo: output)
-        process.standardError = progress.pipe
-        let continuation = exited.continuation
-        let progress = self.progress
-        process.terminationHandler = { process in
-            progress.finish()
-            continuation.yield(process.terminationStatus)
-            continuation.finish()
-        }
-        try process.run()
+        process = try ChildProcess.start(ChildProcess.Launch(
+            name: "stamp demo",
+            executable: StampProcess.binary.path,
+            arguments: ["demo"] + arguments,
+            standardError: .apart
+        ))
     }
 
-    var report: String { (try? String(contentsOf: output, encoding: .utf8)) ?? "" }
+    /// Standard error: the folder line and the progress lines.
+    var progress: OutputWatcher { process.errorOutput! }
+    var report: String { process.output.contents }
     var errors: String { progress.contents }
 
     /// The demo's temporary folder, from its first line on standard error.
@@ -108,22 +118,18 @@ private final class DemoRun: @unchecked Sendable {
         return String(line.dropFirst("stamp demo: folder ".count))
     }
 
-    /// The exit status. A hung demo meets the suite's time limit, which cancels the wait and
-    /// kills the demo.
+    /// The exit status, once all output is read. A hung demo meets the suite's time limit, which
+    /// cancels the wait and kills the demo.
     func waitForExit() async throws -> Int32 {
-        let stream = exited.stream
-        let pid = process.processIdentifier
-        let status: Int32? = await withTaskCancellationHandler {
-            var iterator = stream.makeAsyncIterator()
-            return await iterator.next()
+        let process = self.process
+        let termination = await withTaskCancellationHandler {
+            await process.waitForExit()
         } onCancel: {
-            kill(pid, SIGKILL)
+            process.send(SIGKILL)
         }
-        guard let status else { throw ProcessTestError("stamp demo did not report its exit: \(errors)") }
+        await process.output.waitForEnd()
+        await progress.waitForEnd()
+        guard case .exited(let status) = termination else { throw ProcessTestError("stamp demo \(termination): \(errors)") }
         return status
-    }
-
-    func removeOutput() {
-        try? FileManager.default.removeItem(at: output)
     }
 }

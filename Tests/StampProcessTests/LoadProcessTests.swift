@@ -1,5 +1,5 @@
-import Dispatch
 import Foundation
+import StampLoadTesting
 import Testing
 
 /// `stamp load` against three `stamp serve` nodes while one is killed and restarted and another
@@ -21,15 +21,13 @@ struct LoadProcessTests {
         defer { nodes.forEach { $0.stop(signal: SIGKILL) } }
         for node in nodes { try await node.waitUntilReady() }
 
-        let load = Process()
-        load.executableURL = StampProcess.binary
-        load.arguments = ["load", "--nodes", nodes.map(\.baseURL).joined(separator: ","), "--rate", String(Self.rate), "--duration", "30s", "--clients", "4"]
-        let output = Pipe()
-        let progress = OutputWatcher()
-        load.standardOutput = output
-        load.standardError = progress.pipe
-        load.terminationHandler = { _ in progress.finish() }
-        try load.run()
+        let load = try ChildProcess.start(ChildProcess.Launch(
+            name: "stamp load",
+            executable: StampProcess.binary.path,
+            arguments: ["load", "--nodes", nodes.map(\.baseURL).joined(separator: ","), "--rate", String(Self.rate), "--duration", "30s", "--clients", "4"],
+            standardError: .apart
+        ))
+        let progress = load.errorOutput!
 
         // Timed by the load's own progress lines (one a second): after its 5th second node 2 is
         // killed and restarted on its port; node 1 is stopped from the 13th second to the 18th.
@@ -38,17 +36,13 @@ struct LoadProcessTests {
         nodes[2] = try StampProcess(serve: arguments, directory: directory, port: nodes[2].port)
         try await nodes[2].waitUntilReady()
         #expect(await progress.waitFor("t=13s "))
-        kill(nodes[1].process.processIdentifier, SIGSTOP)
+        nodes[1].process.send(SIGSTOP)
         #expect(await progress.waitFor("t=18s "))
-        kill(nodes[1].process.processIdentifier, SIGCONT)
+        nodes[1].process.send(SIGCONT)
 
-        await withCheckedContinuation { (finished: CheckedContinuation<Void, Never>) in
-            DispatchQueue.global().async {
-                load.waitUntilExit()
-                finished.resume()
-            }
-        }
-        let report = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let termination = await load.waitForExit()
+        await load.output.waitForEnd()
+        let report = load.output.contents
         print("stamp load report:\n\(report)")
         print("progress:\n\(progress.contents)")
         let figures = Self.figures(report)
@@ -56,7 +50,7 @@ struct LoadProcessTests {
         #expect(figures["duplicates"] == 0)
         #expect(figures["order_violations"] == 0)
         #expect(figures["ids"] == Double(Self.rate * 30), "every scheduled ID was delivered")
-        #expect(load.terminationStatus == 0)
+        #expect(termination == .exited(0))
         nodes.forEach { $0.stop() }
     }
 

@@ -1,14 +1,16 @@
 import Foundation
+import StampLoadTesting
+import Synchronization
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
 
-/// A `stamp` process started from the package's build folder, for tests of the real binary.
-final class StampProcess: @unchecked Sendable {
-    let process = Process()
-    let port: Int
-    /// Standard output and error together, as they arrive.
-    let output = OutputWatcher()
+/// A `stamp serve` process started from the package's build folder, for tests of the real binary.
+final class StampProcess: Sendable {
+    let process: ChildProcess
+    /// Where the node writes the port it bound.
+    private let portFile: String
+    private let boundPort = Mutex<Int?>(nil)
 
     /// The `stamp` binary built beside the test bundle, or the one `STAMP_BINARY` names.
     static var binary: URL {
@@ -16,66 +18,45 @@ final class StampProcess: @unchecked Sendable {
         return URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("stamp")
     }
 
-    /// Starts `stamp serve` on loopback with `arguments`, on `port` or a free one, logging at
-    /// `info`, the level of the lines ``waitUntilReady()`` waits for.
-    init(serve arguments: [String], directory: URL, port: Int? = nil) throws {
-        self.port = try port ?? Self.freePort()
-        process.executableURL = Self.binary
-        process.arguments = ["serve", "--listen", "127.0.0.1:\(self.port)", "--log-level", "info"] + arguments
-        process.currentDirectoryURL = directory
-        process.standardOutput = output.pipe
-        process.standardError = output.pipe
-        try process.run()
+    /// Starts `stamp serve` on loopback with `arguments`, on `port` (0: one the system chooses,
+    /// which ``waitUntilReady()`` learns), logging at `info`, the level of the lines it waits for.
+    init(serve arguments: [String], directory: URL, port: Int = 0) throws {
+        portFile = directory.appendingPathComponent("node-\(UUID().uuidString).port").path
+        process = try ChildProcess.start(ChildProcess.Launch(
+            name: "stamp serve",
+            executable: Self.binary.path,
+            arguments: ["serve", "--listen", "127.0.0.1:\(port)", "--port-file", portFile, "--log-level", "info"] + arguments,
+            directory: directory.path
+        ))
     }
 
-    /// Starts `stamp serve` on loopback port 0 with `arguments` and a port file in `directory`,
-    /// and reads the port it bound from that file once its log says it listens.
-    init(serveOnPortZero arguments: [String], directory: URL) async throws {
-        let portFile = directory.appendingPathComponent("port-\(UUID().uuidString)")
-        process.executableURL = Self.binary
-        process.arguments = ["serve", "--listen", "127.0.0.1:0", "--port-file", portFile.path, "--log-level", "info"] + arguments
-        process.currentDirectoryURL = directory
-        process.standardOutput = output.pipe
-        process.standardError = output.pipe
-        try process.run()
-        guard await output.waitFor("stamp.port="), let port = Int(try String(contentsOf: portFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)) else {
-            throw ProcessTestError("node on port 0 wrote no port file: \(output.contents)")
-        }
-        self.port = port
+    /// Standard output and error together, as they arrive.
+    var output: OutputWatcher { process.output }
+
+    /// The port the node bound; known once ``waitUntilReady()`` has returned.
+    var port: Int {
+        guard let port = boundPort.withLock({ $0 }) else { preconditionFailure("the port of a node is known once it is ready") }
+        return port
     }
 
     var baseURL: String { "http://127.0.0.1:\(port)" }
 
     /// Stops the process with `signal` and waits for it to end.
     func stop(signal: Int32 = SIGTERM) {
-        guard process.isRunning else { return }
-        kill(process.processIdentifier, signal)
+        process.send(signal)
         process.waitUntilExit()
     }
 
-    /// Waits for the node's log to say that it listens and issues IDs, then checks that
-    /// `/health/ready` agrees.
+    /// Waits for the node's log to say that it listens (which it says once it has written its
+    /// port file) and issues IDs, reads the port it bound, then checks that `/health/ready` agrees.
     func waitUntilReady() async throws {
-        for line in ["Server started and listening", "issuing IDs"] where await !output.waitFor(line) {
-            throw ProcessTestError("node on port \(port) exited before it was ready: \(output.contents)")
+        for line in ["listening", "stamp.port=", "issuing IDs"] where await !output.waitFor(line) {
+            throw ProcessTestError("the node exited before it was ready: \(output.contents)")
         }
+        guard let port = Readiness.port(inFile: portFile) else { throw ProcessTestError("the node logged that it listens but wrote no port file: \(output.contents)") }
+        boundPort.withLock { $0 = port }
         let (_, status) = try await HTTP.get("\(baseURL)/health/ready")
         guard status == 200 else { throw ProcessTestError("node on port \(port) logged that it issues IDs but answers \(status) to /health/ready") }
-    }
-
-    static func freePort() throws -> Int {
-        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(socket) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(socket, $0, length) == 0 && getsockname(socket, $0, &length) == 0 }
-        }
-        guard bound else { throw ProcessTestError("no free port") }
-        return Int(UInt16(bigEndian: address.sin_port))
     }
 }
 
@@ -98,64 +79,6 @@ enum HTTP {
         request.setValue(accept, forHTTPHeaderField: "Accept")
         let (data, response) = try await session.data(for: request)
         return (data, (response as? HTTPURLResponse)?.statusCode ?? 0)
-    }
-}
-
-/// A child process's output, read as it arrives, so that a test waits for a line the process
-/// prints instead of sleeping or polling.
-final class OutputWatcher: @unchecked Sendable {
-    let pipe = Pipe()
-    private let lock = NSLock()
-    private var text = ""
-    private var ended = false
-    private var waiters: [(needle: String, continuation: CheckedContinuation<Bool, Never>)] = []
-
-    init() {
-        pipe.fileHandleForReading.readabilityHandler = { [weak self] handle in
-            let data = handle.availableData
-            if data.isEmpty {
-                handle.readabilityHandler = nil
-                self?.finish()
-            } else {
-                self?.append(String(decoding: data, as: UTF8.self))
-            }
-        }
-    }
-
-    /// Everything read so far.
-    var contents: String { lock.withLock { text } }
-
-    /// Waits until the output contains `needle`; `false` when the output ends first.
-    func waitFor(_ needle: String) async -> Bool {
-        await withCheckedContinuation { continuation in
-            let answer: Bool? = lock.withLock {
-                if text.contains(needle) { return true }
-                if ended { return false }
-                waiters.append((needle, continuation))
-                return nil
-            }
-            if let answer { continuation.resume(returning: answer) }
-        }
-    }
-
-    /// Marks the output ended (the process exited), answering every waiter still waiting.
-    func finish() {
-        let waiting = lock.withLock {
-            ended = true
-            defer { waiters = [] }
-            return waiters
-        }
-        waiting.forEach { $0.continuation.resume(returning: false) }
-    }
-
-    private func append(_ chunk: String) {
-        let ready = lock.withLock {
-            text += chunk
-            let ready = waiters.filter { text.contains($0.needle) }
-            waiters.removeAll { text.contains($0.needle) }
-            return ready
-        }
-        ready.forEach { $0.continuation.resume(returning: true) }
     }
 }
 

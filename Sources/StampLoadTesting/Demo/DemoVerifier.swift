@@ -1,23 +1,18 @@
-import ArgumentParser
 import AsyncHTTPClient
 import Foundation
-import Logging
 import NIOCore
-import ServiceLifecycle
-import StampAudit
-import StampLoadBalancer
-import StampShardMap
-import Synchronization
 
-/// Reads every written user's full history back through the balancer and compares it with what was acknowledged.
+/// Reads every written user's full history back (through the balancer, or from each audit server
+/// in turn) and compares it with what was acknowledged.
 struct DemoVerifier: Sendable {
     let http: HTTPClient
-    let base: String
+    let targets: AuditTargets
     let readerToken: String
 
     static let concurrency = 32
     static let pageSize = 500
 
+    /// What the read-back found.
     struct Result: Sendable {
         var users = 0
         var unreadableUsers = 0
@@ -106,9 +101,9 @@ struct DemoVerifier: Sendable {
             var page: Page?
             var failure = ""
             for attempt in 0..<3 {
-                if attempt > 0 { try? await Task.sleep(for: .seconds(1)) }
+                if attempt > 0 { try? await Task.sleep(for: DemoConfiguration.retryDelay) }
                 do {
-                    var request = HTTPClientRequest(url: "\(base)/v1/users/user-\(user)/events?limit=\(Self.pageSize)" + (cursor.map { "&before=\($0)" } ?? ""))
+                    var request = HTTPClientRequest(url: "\(targets.next())/v1/users/user-\(user)/events?limit=\(Self.pageSize)" + (cursor.map { "&before=\($0)" } ?? ""))
                     request.headers.add(name: "Authorization", value: "Bearer \(readerToken)")
                     let response = try await http.execute(request, timeout: .seconds(5))
                     let body = try await response.body.collect(upTo: 64 << 20)
@@ -116,10 +111,10 @@ struct DemoVerifier: Sendable {
                         failure = "HTTP \(response.status.code): \(String(buffer: body).prefix(300))"
                         continue
                     }
-                    page = try JSONDecoder().decode(Page.self, from: Data(buffer: body))
+                    page = try JSONDecoder().decode(Page.self, from: Data(body.readableBytesView))
                     break
                 } catch {
-                    failure = DemoDriver.describe(error)
+                    failure = AuditTraffic.describe(error)
                 }
             }
             guard let page else {
@@ -143,48 +138,5 @@ struct DemoVerifier: Sendable {
             }
             cursor = next
         }
-    }
-}
-
-/// The figures of a demo run, and their text.
-struct DemoReport {
-    let text: String
-    let passed: Bool
-
-    init(plan: DemoPlan, folder: URL, setting: String, totals: DemoRecorder.Totals, verification: DemoVerifier.Result, drove: Duration, checked: Duration) {
-        var latencies = totals.latencies
-        latencies.sort()
-        var readLatencies = totals.readLatencies
-        readLatencies.sort()
-        let seconds = max(drove / .seconds(1), 0.001)
-        let rate = Int((Double(totals.acknowledged) / seconds).rounded())
-        let p99 = Self.milliseconds(Percentiles.value(latencies, 0.99))
-        let writes = totals.acknowledged
-        let failures = totals.failures.sorted { $0.key < $1.key }.map { "\($0.value)× \($0.key)" }.joined(separator: "; ")
-        let shards = verification.rowsPerShard.sorted { $0.key < $1.key }.map { "shard \($0.key): \($0.value)" }.joined(separator: ", ")
-        passed = writes > 0 && verification.rows == writes && verification.duplicates == 0 && verification.orderViolations == 0
-            && verification.lost == 0 && verification.unreadableUsers == 0 && verification.foreignRows == 0
-            && totals.failed == 0 && totals.notStarted == 0 && totals.readsFailed == 0
-        text = """
-        folder:            \(folder.path)\(plan.keep ? " (kept)" : " (deleted)")
-        topology:          \(setting)
-        load:              \(plan.rate) writes/s scheduled for \(String(format: "%.1f", Double(plan.duration.components.seconds) + Double(plan.duration.components.attoseconds) / 1e18)) s over \(plan.users) users, \(Int((plan.readFraction * 100).rounded()))% of requests reads; ran \(String(format: "%.1f", seconds)) s until the last answer
-        writes:            \(writes) acknowledged (\(totals.replayed) replayed), \(totals.failed) failed, \(totals.notStarted) not started, \(totals.retries) retries
-        reads:             \(totals.reads) answered, \(totals.readsFailed) failed, p99 \(Self.milliseconds(Percentiles.value(readLatencies, 0.99))) ms
-        failures:          \(failures.isEmpty ? "none" : failures)
-        write latency (ms): p50 \(Self.milliseconds(Percentiles.value(latencies, 0.5))) p99 \(p99) p99.9 \(Self.milliseconds(Percentiles.value(latencies, 0.999))) max \(Self.milliseconds(latencies.last ?? 0))
-        check:             \(verification.users) users read back in \(String(format: "%.1f", checked / .seconds(1))) s, \(verification.unreadableUsers) unreadable\(verification.firstProblem.map { " (\($0))" } ?? "")
-        rows:              \(verification.rows)\(shards.isEmpty ? "" : " (\(shards))")\(verification.foreignRows > 0 ? ", \(verification.foreignRows) under another user" : "")
-        lost:              \(verification.lost) acknowledged writes not stored
-        duplicates:        \(verification.duplicates)
-        order violations:  \(verification.orderViolations) users whose rows are not in write order
-        result:            \(passed ? "passed" : "FAILED")
-        writes=\(writes) rows=\(verification.rows) duplicates=\(verification.duplicates) order_violations=\(verification.orderViolations) rate=\(rate) p99_ms=\(p99)
-        """
-    }
-
-    /// Milliseconds with one decimal.
-    static func milliseconds(_ nanoseconds: Int64) -> String {
-        String(format: "%.1f", Double(nanoseconds) / 1e6)
     }
 }

@@ -1,0 +1,55 @@
+import Logging
+import NIOCore
+
+/// What `stamp demo` runs: the topology is fixed (3 generators, 3 audit servers, 3 shards); the
+/// load, the databases and the balancer are chosen here.
+public struct DemoConfiguration: Sendable {
+    /// Where the coordination store and the shards live.
+    public enum Databases: Sendable, Equatable {
+        /// SQLite files in the run's folder.
+        case sqlite
+        /// A PostgreSQL cluster started for the run with initdb and pg_ctl.
+        case throwawayPostgres
+        /// Databases on this PostgreSQL server, whose user may create databases
+        /// (`stamp_demo_coordination` and `stamp_demo_shard_0...` are dropped and created).
+        case postgresServer(url: String)
+    }
+
+    /// What spreads the requests over the audit servers.
+    public enum Balancing: Sendable, Equatable {
+        /// HAProxy when it is installed, else the driver itself, round-robin.
+        case haproxyWhenInstalled
+        /// The driver, round-robin, even when HAProxy is installed.
+        case driver
+    }
+
+    /// How long load is driven.
+    public var duration: Duration = .seconds(10)
+    /// Audit writes per second, started on a fixed schedule.
+    public var rate = 500
+    /// How many users the writes are spread over.
+    public var users = 10_000
+    /// The fraction of requests that are history reads, from 0 up to (not including) 1.
+    public var readFraction = 0.1
+    public var databases = Databases.sqlite
+    public var balancing = Balancing.haproxyWhenInstalled
+    /// Whether the run's folder (logs and databases) is kept.
+    public var keepFolder = false
+    /// The log level of the demo and of the processes it starts.
+    public var logLevel = Logger.Level.notice
+    /// The `stamp` program the nodes and servers run.
+    public var stampExecutable = ChildProcess.currentExecutable
+
+    public init() {}
+
+    public static let generatorCount = 3
+    public static let auditServerCount = 3
+    public static let shardCount = 3
+    /// Most requests in flight at once; a request due past it is not started. The HTTP client's
+    /// pool queues what its connections cannot take, and a long queue only adds latency.
+    public static let inFlightLimit = 1024
+    /// The client policy of the seed: per-attempt timeout, then up to 3 retries 1 s apart.
+    public static let attemptTimeout = TimeAmount.seconds(2)
+    public static let retries = 3
+    public static let retryDelay = Duration.seconds(1)
+}

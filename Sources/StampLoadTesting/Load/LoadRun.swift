@@ -1,0 +1,148 @@
+import Foundation
+import Logging
+import StampClient
+import StampCore
+
+/// What `stamp load` runs: clients of a running cluster, each a ``StampIDClient`` of its own.
+public struct LoadConfiguration: Sendable {
+    /// Each client's configuration (the nodes, prefetch, coalescing).
+    public var client: StampClientConfiguration
+    /// IDs per second over all clients; 0 asks as fast as possible (closed loop).
+    public var rate: Int
+    /// How long to run.
+    public var duration: Duration
+    /// How many independent clients share the rate.
+    public var clients: Int
+    /// The shard (database) ID to ask for.
+    public var shard: Int
+
+    public init(client: StampClientConfiguration, rate: Int = 1000, duration: Duration = .seconds(10), clients: Int = 1, shard: Int = 0) {
+        self.client = client
+        self.rate = rate
+        self.duration = duration
+        self.clients = clients
+        self.shard = shard
+    }
+
+    /// The defaults, for a cluster that has no nodes yet.
+    public static var defaults: LoadConfiguration { LoadConfiguration(client: StampClientConfiguration(nodes: [])) }
+
+    /// Most calls of one open-loop client in flight at once.
+    public static let inFlightLimit = 4096
+    /// How many IDs a closed-loop client records before it takes the ledger's lock.
+    static let closedLoopBatch = 4096
+}
+
+/// Drives a cluster through the client library and checks every ID it gets.
+///
+/// With a rate above 0 each client starts its share of the calls on a fixed schedule whatever the
+/// answers (open loop), and latency counts from each call's scheduled start, so that a slow
+/// answer cannot hide the queue behind it; with rate 0 each client asks again as soon as it has
+/// an answer (closed loop).
+public struct LoadRun: Sendable {
+    public let configuration: LoadConfiguration
+    public let logger: Logger
+    /// Hears the progress line once a second, and the first failure of each kind.
+    public let output: RunOutput
+
+    public init(configuration: LoadConfiguration, logger: Logger, output: RunOutput) {
+        self.configuration = configuration
+        self.logger = logger
+        self.output = output
+    }
+
+    /// One client, the IDs it received, and the recorder all clients share.
+    private struct Client: Sendable {
+        let client: StampIDClient<ContinuousClock>
+        let ids: IDLedger
+        let calls: RequestRecorder
+    }
+
+    /// Runs for the configured duration and returns the report.
+    public func run() async -> LoadReport {
+        let output = self.output
+        let recorder = RequestRecorder { outcome, reason, detail in
+            switch outcome {
+            case .notStarted: output.note("calls are not started while \(LoadConfiguration.inFlightLimit) are in flight: the client cannot keep up with the rate")
+            case .failed: output.note("first \(reason) failure: \(detail)")
+            }
+        }
+        let clients = (0..<configuration.clients).map { _ in
+            Client(client: StampIDClient(configuration: configuration.client, logger: logger), ids: IDLedger(), calls: recorder)
+        }
+        let clock = ContinuousClock()
+        let start = clock.now
+        let end = start.advanced(by: configuration.duration)
+        let shard = configuration.shard
+        let ratePerClient = Double(configuration.rate) / Double(configuration.clients)
+
+        await withTaskGroup(of: Void.self) { services in
+            for client in clients {
+                services.addTask { try? await client.client.run() }
+            }
+            await withTaskGroup(of: Void.self) { drivers in
+                for client in clients {
+                    drivers.addTask {
+                        if ratePerClient > 0 {
+                            await Self.openLoop(client, shard: shard, rate: ratePerClient, duration: configuration.duration, clock: clock, start: start)
+                        } else {
+                            await Self.closedLoop(client, shard: shard, clock: clock, end: end)
+                        }
+                    }
+                }
+                drivers.addTask {
+                    await ProgressTicker.run(clock: clock, from: start, until: end) { seconds in
+                        let window = recorder.drainWindow()
+                        let retries = clients.map(\.client.statistics.retries).reduce(0, +)
+                        let p99 = LatencySummary(window.latencies, decimals: LoadReport.decimals).milliseconds(0.99)
+                        output.progress("t=\(seconds)s ids/s=\(window.answered) errors=\(window.unanswered) retries=\(retries) p99_ms=\(p99)")
+                    }
+                }
+                await drivers.waitForAll()
+            }
+            services.cancelAll()
+        }
+
+        return LoadReport(calls: recorder.total, ledgers: clients.map(\.ids), statistics: clients.map(\.client.statistics), elapsed: start.duration(to: clock.now))
+    }
+
+    private static func openLoop(_ client: Client, shard: Int, rate: Double, duration: Duration, clock: ContinuousClock, start: ContinuousClock.Instant) async {
+        let runner = OpenLoopRunner(clock: clock, inFlightLimit: LoadConfiguration.inFlightLimit)
+        await runner.run(OpenLoopSchedule(rates: [rate], duration: duration), from: start) { _, scheduled in
+            let floor = client.ids.floor
+            do throws(StampClientError) {
+                let id = try await client.client.nextID(shard: shard)
+                client.calls.answered(latency: scheduled.duration(to: clock.now))
+                client.ids.record(id, floor: floor)
+            } catch {
+                client.calls.failed(reason: error.code.rawValue, detail: "\(error)")
+            }
+        } notStarted: { _ in
+            client.calls.notStarted(reason: "not-started")
+        }
+    }
+
+    private static func closedLoop(_ client: Client, shard: Int, clock: ContinuousClock, end: ContinuousClock.Instant) async {
+        var calls = RequestRecorder.Batch()
+        var ids = IDLedger.Batch()
+        var now = clock.now
+        while now < end {
+            let started = now
+            do throws(StampClientError) {
+                let id = try await client.client.nextID(shard: shard)
+                now = clock.now
+                calls.answered(latency: started.duration(to: now))
+                ids.record(id)
+            } catch {
+                now = clock.now
+                client.calls.failed(reason: error.code.rawValue, detail: "\(error)")
+            }
+            if ids.ids.count >= LoadConfiguration.closedLoopBatch {
+                client.calls.merge(&calls)
+                client.ids.merge(&ids)
+            }
+        }
+        client.calls.merge(&calls)
+        client.ids.merge(&ids)
+    }
+}
