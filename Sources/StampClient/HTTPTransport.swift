@@ -111,10 +111,3 @@ public final class HTTPTransport: StampTransport {
         let nodes: [Node]
     }
 }
-
-extension TimeAmount {
-    /// The same span as a Swift `Duration`, to the nanosecond.
-    init(_ duration: Duration) {
-        self = .nanoseconds(duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000)
-    }
-}
