@@ -2,7 +2,7 @@ import StampCore
 
 /// One shard's calls that wait to be sent to the nodes together, and the batches in flight: how
 /// concurrent single-ID calls become one request for many IDs, as TiDB's PD client batches the
-/// timestamp requests of many goroutines into one. A value the client holds under its lock.
+/// timestamp requests of many goroutines into one. A value the ``Coalescer`` holds under its lock.
 struct CoalescingQueue {
     typealias Continuation = CheckedContinuation<Result<[StampID], StampClientError>, Never>
 

@@ -99,10 +99,3 @@ public final class HTTPTransport: StampTransport {
         }
     }
 }
-
-extension TimeAmount {
-    /// The same span as a Swift `Duration`, to the nanosecond.
-    init(_ duration: Duration) {
-        self = .nanoseconds(duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000)
-    }
-}

@@ -1,8 +1,8 @@
 import StampCore
 
 /// One shard's prefetched IDs in ascending order, kept as the batches they were fetched in, each
-/// with the time it was fetched (measured from the client's start). A pure value: the client holds
-/// it under its lock and passes the time in.
+/// with the time it was fetched (measured from the client's start). A pure value: the
+/// ``ShardLedger`` holds one per shard and passes the time in.
 struct PrefetchBuffer {
     private struct Chunk {
         var ids: [StampID]

@@ -15,6 +15,8 @@ final class FakeTransport: StampTransport {
         case gated
         /// Refuses with 409 `after-too-far-ahead` when `after` is above the given ID, else issues.
         case refuseAfterAbove(StampID)
+        /// Answers with exactly these IDs, whatever was asked.
+        case answer([StampID])
     }
 
     struct Call: Sendable, Equatable {
@@ -93,6 +95,8 @@ final class FakeTransport: StampTransport {
         case .refuseAfterAbove(let limit):
             if let after, after > limit { throw TransportFailure(.afterTooFarAhead, detail: "after is too far ahead") }
             return issue(count: count, after: after)
+        case .answer(let ids):
+            return ids
         case .hang:
             try? await ManualClock.waitForCancellation()
             throw TransportFailure(.connection, detail: "cancelled")
