@@ -77,13 +77,7 @@ public func buildAuditApplication<C: Clock<Duration>>(
         openAPIDocument: AuditOpenAPIDocument.text
     ).add(to: router)
 
-    return Application(
-        router: router,
-        server: .http1(configuration: server.http1),
-        configuration: ApplicationConfiguration(address: .hostname(server.host, port: server.port), serverName: "stamp-audit"),
-        onServerRunning: server.announceListening(to: listening, logger: logger),
-        logger: logger
-    )
+    return server.application(router: router, serverName: "stamp-audit", listening: listening, logger: logger)
 }
 
 /// The OpenAPI 3.1 document of the audit API, as shipped in the package.

@@ -83,13 +83,7 @@ public func buildApplication<C: Clock<Duration>>(
         openAPIDocument: OpenAPIDocument.text
     ).add(to: router)
 
-    return Application(
-        router: router,
-        server: .http1(configuration: server.http1),
-        configuration: ApplicationConfiguration(address: .hostname(server.host, port: server.port), serverName: "stamp"),
-        onServerRunning: server.announceListening(to: listening, logger: logger),
-        logger: logger
-    )
+    return server.application(router: router, serverName: "stamp", listening: listening, logger: logger)
 }
 
 /// Runs a coordination store's background work as a service, and closes the store when it ends.

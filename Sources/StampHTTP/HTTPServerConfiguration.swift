@@ -1,4 +1,5 @@
 import Foundation
+import Hummingbird
 import HummingbirdCore
 import Logging
 import NIOCore
@@ -32,7 +33,7 @@ public struct HTTPServerConfiguration: Sendable {
 extension HTTPServerConfiguration {
     /// What a server does once it listens (Hummingbird's `onServerRunning`): writes the bound port
     /// to ``portFile``, logs it at notice level, and tells `listening`.
-    public func announceListening(to listening: ListeningAddress? = nil, logger: Logger) -> @Sendable (any Channel) async -> Void {
+    func announceListening(to listening: ListeningAddress? = nil, logger: Logger) -> @Sendable (any Channel) async -> Void {
         let host = host
         let portFile = portFile
         return { channel in
@@ -60,6 +61,25 @@ extension HTTPServerConfiguration {
         HTTP1Channel.Configuration(
             idleTimeout: .nanoseconds(idleTimeout.wholeNanoseconds),
             httpDecoderConfiguration: .init(maxHeaderFieldSize: maxHeaderSize, maxHeaderListSize: maxHeaderSize, maxHeaderFieldCount: 100)
+        )
+    }
+}
+
+extension HTTPServerConfiguration {
+    /// The Hummingbird application that serves `router` at this address with these bounds, and
+    /// tells `listening` (and the port file) where it listens once it does.
+    public func application<Context: RequestContext>(
+        router: Router<Context>,
+        serverName: String,
+        listening: ListeningAddress? = nil,
+        logger: Logger
+    ) -> Application<RouterResponder<Context>> {
+        Application(
+            router: router,
+            server: .http1(configuration: http1),
+            configuration: ApplicationConfiguration(address: .hostname(host, port: port), serverName: serverName),
+            onServerRunning: announceListening(to: listening, logger: logger),
+            logger: logger
         )
     }
 }

@@ -37,7 +37,7 @@ struct ChildProcessTests {
         let listener = try LoopbackListener()
         defer { listener.close() }
         // Descriptor 3 is the one handed over; 4 and above are closed (or were close-on-exec).
-        let child = try ChildProcess.start(Self.shell("ls /proc/self/fd; echo listening; sleep 30", inheriting: [listener.descriptor]))
+        let child = try ChildProcess.start(Self.shell("ls /proc/self/fd; echo listening; sleep 600", inheriting: [listener.descriptor]))
         #expect(await child.output.waitFor("listening"))
         let descriptors = child.output.contents.split(separator: "\n").dropLast().compactMap { Int($0) }
         // `ls` itself opens one descriptor to read the folder.
@@ -73,7 +73,7 @@ struct ChildProcessTests {
 
     @Test func theSupervisorStopsEveryProcessThenRunsItsStepsLastFirst() async throws {
         let supervisor = ProcessSupervisor(logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
-        let children = try (0..<3).map { _ in try supervisor.start(Self.shell("echo up; sleep 30")) }
+        let children = try (0..<3).map { _ in try supervisor.start(Self.shell("echo up; sleep 600")) }
         for child in children { #expect(await child.output.waitFor("up")) }
         let steps = StepLog()
         supervisor.afterwards { steps.append("first") }
