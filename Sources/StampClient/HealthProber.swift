@@ -5,7 +5,7 @@ import Logging
 /// others down anew.
 ///
 /// A probe that gives no answer within the attempt timeout counts as not ready.
-struct HealthProber<C: Clock<Duration>>: Sendable where C.Instant: Sendable {
+final class HealthProber<C: Clock<Duration>>: Sendable where C.Instant: Sendable {
     private let nodes: Locked<NodeTable<C.Instant>>
     private let transport: any StampTransport
     private let clock: C
@@ -40,7 +40,7 @@ struct HealthProber<C: Clock<Duration>>: Sendable where C.Instant: Sendable {
         guard !due.isEmpty else { return }
         await withTaskGroup(of: (String, Bool).self) { group in
             for node in due {
-                group.addTask { (node, await probe(node: node)) }
+                group.addTask { (node, await self.probe(node: node)) }
             }
             for await (node, ready) in group {
                 nodes.withLock { $0.finishProbe(node, ready: ready, at: clock.now) }

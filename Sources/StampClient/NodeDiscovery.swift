@@ -5,7 +5,7 @@ import Logging
 /// list with those that have an address, or with the static list when none has.
 ///
 /// Nodes still listed keep their health; new ones start healthy; missing ones are dropped.
-struct NodeDiscovery<C: Clock<Duration>>: Sendable where C.Instant: Sendable {
+final class NodeDiscovery<C: Clock<Duration>>: Sendable where C.Instant: Sendable {
     private let nodes: Locked<NodeTable<C.Instant>>
     private let staticNodes: [String]
     private let transport: any StampTransport

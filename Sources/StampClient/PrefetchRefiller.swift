@@ -7,7 +7,7 @@ import StampCore
 ///
 /// The buffers are the shard ledger's, so that a take and the record of the ID as returned are one
 /// step; this type decides when to fetch and counts hits, misses and discarded IDs.
-struct PrefetchRefiller<C: Clock<Duration>>: Sendable where C.Instant: Sendable {
+final class PrefetchRefiller<C: Clock<Duration>>: Sendable where C.Instant: Sendable {
     private let policy: StampClientConfiguration.Prefetch
     private let requester: RetryingRequester<C>
     private let ledger: Locked<ShardLedger>
