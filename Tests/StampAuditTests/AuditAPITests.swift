@@ -287,8 +287,8 @@ struct AuditAPITests {
         configuration.server.portFile = folder.appendingPathComponent("port").path
         configuration.service.shardMapPath = folder.appendingPathComponent("map/shard-map.json").path
         configuration.service.sealer = try ValueSealer(base64Key: AuditFixture.dataKey)
-        let log = LogWaiter()
-        let application = try buildAuditApplication(configuration: configuration, logger: log.logger)
+        let log = RecordingLogHandler.Records()
+        let application = try buildAuditApplication(configuration: configuration, logger: log.logger())
         #expect(FileManager.default.fileExists(atPath: configuration.service.shardMapPath), "the default map was created")
         try await withThrowingTaskGroup { group in
             group.addTask {
@@ -313,7 +313,7 @@ struct AuditAPITests {
 
     /// Without tokens or a data key the builder refuses, naming what is missing.
     @Test func theBuilderRefusesAConfigurationWithoutSecrets() throws {
-        let refused = #expect(throws: AuditServiceError.self) { try buildAuditApplication(configuration: AuditServerConfiguration(), logger: LogWaiter().logger) }
+        let refused = #expect(throws: AuditServiceError.self) { try buildAuditApplication(configuration: AuditServerConfiguration(), logger: RecordingLogHandler.Records().logger()) }
         #expect(refused?.code == .invalidConfiguration)
     }
 }

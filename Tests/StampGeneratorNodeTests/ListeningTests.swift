@@ -50,8 +50,8 @@ struct ListeningTests {
         configuration.server.port = 0
         configuration.server.portFile = folder.appendingPathComponent("port").path
         configuration.store = .sqlite(path: folder.appendingPathComponent("coordination.sqlite").path)
-        let log = LogWaiter()
-        let application = try buildApplication(configuration: configuration, logger: log.logger)
+        let log = RecordingLogHandler.Records()
+        let application = try buildApplication(configuration: configuration, logger: log.logger())
         try await withThrowingTaskGroup { group in
             group.addTask {
                 defer { log.finish() }
