@@ -1,4 +1,5 @@
 import Foundation
+import StampDatabase
 
 /// PostgreSQL's command-line tools, found as `scripts/test` finds them.
 public enum PostgresTools {
@@ -24,10 +25,13 @@ public enum PostgresTools {
 
     /// `server` with its database replaced by `database`.
     public static func url(_ server: String, database: String) throws(LoadTestingError) -> String {
-        guard var components = URLComponents(string: server) else { throw LoadTestingError(.setupFailed, "the PostgreSQL URL is not a URL") }
-        components.path = "/\(database)"
-        guard let url = components.string else { throw LoadTestingError(.setupFailed, "the PostgreSQL URL is not a URL") }
-        return url
+        do {
+            var url = try PostgresURL(parsing: server)
+            url.database = database
+            return url.text
+        } catch {
+            throw LoadTestingError(.setupFailed, "the PostgreSQL URL: \(error.message)", cause: error)
+        }
     }
 }
 
@@ -78,7 +82,7 @@ public struct ThrowawayCluster: Sendable {
                     "-o", "-k \(directory.path) -h 127.0.0.1 -p \(port) -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300",
                     "start",
                 ])
-                return ThrowawayCluster(url: "postgres://postgres@127.0.0.1:\(port)/postgres")
+                return ThrowawayCluster(url: PostgresURL(username: "postgres", host: "127.0.0.1", port: port, database: "postgres").text)
             } catch {
                 let serverOutput = FileManager.default.contents(atPath: serverLog).map { String(decoding: $0.dropFirst(logged), as: UTF8.self) } ?? ""
                 guard attempt < portAttempts, serverOutput.contains("Address already in use") else { throw error }

@@ -74,7 +74,7 @@ struct Demo: AsyncParsableCommand {
         configuration.users = users
         configuration.readFraction = reads
         if let url = postgresURL ?? (postgres ? ProcessInfo.processInfo.environment["STAMP_DEMO_POSTGRES_URL"] : nil) {
-            guard case .postgres = try? DatabaseLocation(parsing: url), URLComponents(string: url)?.host != nil else {
+            guard (try? PostgresURL(parsing: url)) != nil else {
                 throw ValidationError("--postgres-url must be postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE")
             }
             configuration.databases = .postgresServer(url: url)
