@@ -23,9 +23,6 @@ public final class OutputWatcher: Sendable {
     /// Everything read so far.
     public var contents: String { state.withLock { String(decoding: $0.bytes, as: UTF8.self) } }
 
-    /// Whether the output has ended: the process and every process that shares its output closed it.
-    public var hasEnded: Bool { state.withLock { $0.ended } }
-
     /// The last `lines` lines read so far.
     public func tail(lines: Int = 30) -> String {
         contents.split(separator: "\n", omittingEmptySubsequences: false).suffix(lines).joined(separator: "\n")
