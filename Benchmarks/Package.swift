@@ -1,6 +1,10 @@
 // swift-tools-version:6.1
 import PackageDescription
 
+/// The root package's identity: SwiftPM names a path dependency after its folder, which is the
+/// checkout's name, not the package's.
+let stampIdentity = Context.packageDirectory.split(separator: "/").dropLast().last.map { $0.lowercased() } ?? "stamp"
+
 let package = Package(
     name: "StampBenchmarks",
     platforms: [.macOS(.v15)],
@@ -19,7 +23,7 @@ let package = Package(
         .executableTarget(
             name: "GeneratorBenchmarks",
             dependencies: [
-                .product(name: "StampCore", package: "main"),
+                .product(name: "StampCore", package: stampIdentity),
                 .product(name: "Benchmark", package: "benchmark"),
             ],
             path: "Benchmarks/GeneratorBenchmarks",
