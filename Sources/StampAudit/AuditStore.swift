@@ -43,10 +43,12 @@ public protocol AuditStore: Sendable {
     func run() async throws
     /// Runs the migrations that have not run yet, in order.
     func migrate() async throws(AuditStoreError)
-    /// Inserts `rows` in one transaction and returns, for each, whether it was stored: `false`
-    /// when a row with the same user and idempotency key already exists (or comes earlier in
-    /// `rows`). Returns only after the commit.
-    func insert(_ rows: [AuditRow]) async throws(AuditStoreError) -> [Bool]
+    /// Inserts `rows` in one transaction and returns, for each, what became of it: stored; a
+    /// repeat, when a row with the same user and idempotency key exists or comes earlier in
+    /// `rows`; or refused because its user already has a row with that ID or a greater one,
+    /// stored before the call or earlier in `rows` (the order check: a user's rows rise with the
+    /// order they were written in). Returns only after the commit.
+    func insert(_ rows: [AuditRow]) async throws(AuditStoreError) -> [AuditInsertOutcome]
     /// The row with `id`.
     func row(id: StampID) async throws(AuditStoreError) -> AuditRow?
     /// The row `user` wrote under `idempotencyKey`.
@@ -63,6 +65,17 @@ public protocol AuditStore: Sendable {
     func ping() async throws(AuditStoreError)
     /// Closes connections; the store is unusable afterwards.
     func close() async
+}
+
+/// What an insert did with one row.
+public enum AuditInsertOutcome: Sendable, Hashable {
+    /// The row is stored.
+    case stored
+    /// A row of the same user and idempotency key was stored before: nothing new is stored.
+    case repeated
+    /// The user has a row with this ID or a greater one, `latest`: storing it would break the
+    /// user's order. Nothing is stored; the write may be tried again with an ID above `latest`.
+    case belowLatest(StampID)
 }
 
 /// Why a store operation failed. The message never holds SQL, bound values or personal data.

@@ -9,7 +9,7 @@ import Synchronization
 /// leader has committed its row. A write is acknowledged only after the commit holding it, and a
 /// failed commit fails exactly the rows it held.
 public final class GroupCommitter: Sendable {
-    public typealias Commit = @Sendable ([AuditRow]) async throws(AuditStoreError) -> [Bool]
+    public typealias Commit = @Sendable ([AuditRow]) async throws(AuditStoreError) -> [AuditInsertOutcome]
 
     public let maxBatch: Int
     public let maxConcurrentCommits: Int
@@ -17,7 +17,7 @@ public final class GroupCommitter: Sendable {
     private let state = Mutex(State())
 
     private enum Signal {
-        case done(Result<Bool, AuditStoreError>)
+        case done(Result<AuditInsertOutcome, AuditStoreError>)
         case lead
     }
 
@@ -67,9 +67,9 @@ public final class GroupCommitter: Sendable {
         self.commit = commit
     }
 
-    /// Stores `row` in the next group and returns whether it was stored (`false`: its user and
-    /// idempotency key were taken), once the group's commit is done.
-    public func insert(_ row: AuditRow) async throws(AuditStoreError) -> Bool {
+    /// Stores `row` in the next group and returns what became of it (see
+    /// ``AuditStore/insert(_:)``), once the group's commit is done.
+    public func insert(_ row: AuditRow) async throws(AuditStoreError) -> AuditInsertOutcome {
         let signal = await withCheckedContinuation { (continuation: CheckedContinuation<Signal, Never>) in
             let lead = state.withLock { state -> Bool in
                 if state.leaders < maxConcurrentCommits {
@@ -90,10 +90,10 @@ public final class GroupCommitter: Sendable {
     }
 
     /// Commits `own` with the oldest waiting rows, answers their requests, and passes the lead on.
-    private func lead(with own: AuditRow) async -> Result<Bool, AuditStoreError> {
+    private func lead(with own: AuditRow) async -> Result<AuditInsertOutcome, AuditStoreError> {
         let followers = state.withLock { $0.take(maxBatch - 1) }
         let rows = [own] + followers.map(\.row)
-        let result: Result<[Bool], AuditStoreError>
+        let result: Result<[AuditInsertOutcome], AuditStoreError>
         do throws(AuditStoreError) {
             result = .success(try await commit(rows))
         } catch {

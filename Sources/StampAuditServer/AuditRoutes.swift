@@ -229,13 +229,13 @@ extension Problem {
     /// The problem that answers a service error: the status and type the audit API documents.
     init(_ error: AuditServiceError) {
         switch error.code {
-        case .noID, .shardNotOpen, .databaseUnavailable:
+        case .noID, .shardNotOpen, .databaseUnavailable, .userOrderContended:
             self = .unavailable(error.message, retryAfterMilliseconds: 1000)
         case .idempotencyKeyReused:
             self.init(.idempotencyKeyReused, status: .unprocessableContent, detail: error.message)
         case .unknownShard:
             self.init(.unknownShard, status: .notFound, detail: error.message)
-        case .databaseRefused, .sealedValueUnreadable, .inconsistentRepeat, .invalidConfiguration:
+        case .databaseRefused, .sealedValueUnreadable, .invalidConfiguration:
             self.init(.internalError, status: .internalServerError, detail: error.message)
         }
     }

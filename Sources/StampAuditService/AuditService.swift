@@ -52,45 +52,57 @@ public struct AuditService<C: Clock<Duration>>: Sendable {
         let digest = sealer.digest(of: event, user: user)
         let target = try open(placement.write)
 
-        // A key used before the user's slots moved lives in a former shard.
+        // A user whose slots moved may have a key and later rows in a former shard, which takes
+        // no more writes of theirs: look there before the write.
+        var floor: StampID?
         for former in placement.read.dropFirst() {
             let store = try open(former).store
             if let earlier = try await Self.storeCall({ () async throws(AuditStoreError) in try await store.row(user: user, idempotencyKey: idempotencyKey) }) {
                 return try replay(earlier, digest: digest)
             }
-        }
-        // The new ID sorts after every event of the user, written through whichever server.
-        var floor: StampID?
-        for shard in placement.read {
-            let store = try open(shard).store
             if let latest = try await Self.storeCall({ () async throws(AuditStoreError) in try await store.latestID(user: user) }), floor.map({ latest > $0 }) ?? true {
                 floor = latest
             }
         }
-        let id: StampID
-        do {
-            id = try await ids.nextID(shard: placement.write, above: floor)
-        } catch {
-            metrics.writes["failed"]?.increment()
-            logger.warning("no ID for a write", metadata: ["stamp.shard": "\(placement.write)", "stamp.error": "\(error)"])
-            throw AuditServiceError(.noID, "no ID could be had from the generator nodes; retry with the same Idempotency-Key", cause: error)
+        // The new ID must sort after every event of the user, written through whichever server.
+        // The write shard checks that in the commit itself; a row that lost the race to a newer
+        // one gets an ID above it and goes again.
+        for _ in 0..<Self.orderAttempts {
+            let id: StampID
+            do {
+                id = try await ids.nextID(shard: placement.write, above: floor)
+            } catch {
+                metrics.writes["failed"]?.increment()
+                logger.warning("no ID for a write", metadata: ["stamp.shard": "\(placement.write)", "stamp.error": "\(error)"])
+                throw AuditServiceError(.noID, "no ID could be had from the generator nodes; retry with the same Idempotency-Key", cause: error)
+            }
+            let row = AuditRow(
+                id: id, user: user, field: event.field, actor: event.actor, reason: event.reason,
+                before: event.before.map { sealer.seal($0, id: id, slot: .before) },
+                after: event.after.map { sealer.seal($0, id: id, slot: .after) },
+                idempotencyKey: idempotencyKey, requestDigest: digest
+            )
+            switch try await Self.storeCall({ () async throws(AuditStoreError) in try await target.committer.insert(row) }) {
+            case .stored:
+                metrics.writes["stored"]?.increment()
+                return (row, false)
+            case .repeated:
+                if let earlier = try await Self.storeCall({ () async throws(AuditStoreError) in try await target.store.row(user: user, idempotencyKey: idempotencyKey) }) {
+                    return try replay(earlier, digest: digest)
+                }
+                // The key's first row came in the same commit and was itself refused: go again.
+                metrics.orderRetries.increment()
+            case .belowLatest(let latest):
+                metrics.orderRetries.increment()
+                floor = max(floor ?? latest, latest)
+            }
         }
-        let row = AuditRow(
-            id: id, user: user, field: event.field, actor: event.actor, reason: event.reason,
-            before: event.before.map { sealer.seal($0, id: id, slot: .before) },
-            after: event.after.map { sealer.seal($0, id: id, slot: .after) },
-            idempotencyKey: idempotencyKey, requestDigest: digest
-        )
-        let stored = try await Self.storeCall { () async throws(AuditStoreError) in try await target.committer.insert(row) }
-        if stored {
-            metrics.writes["stored"]?.increment()
-            return (row, false)
-        }
-        guard let earlier = try await Self.storeCall({ () async throws(AuditStoreError) in try await target.store.row(user: user, idempotencyKey: idempotencyKey) }) else {
-            throw AuditServiceError(.inconsistentRepeat, "the write was refused as a repeat, but no earlier write has its key")
-        }
-        return try replay(earlier, digest: digest)
+        metrics.writes["failed"]?.increment()
+        throw AuditServiceError(.userOrderContended, "the user's newest event kept moving while this write was tried \(Self.orderAttempts) times; retry with the same Idempotency-Key")
     }
+
+    /// How many IDs a write tries before giving up when newer rows of its user keep arriving.
+    static var orderAttempts: Int { 4 }
 
     private func replay(_ earlier: AuditRow, digest: [UInt8]) throws(AuditServiceError) -> (row: AuditRow, replayed: Bool) {
         guard earlier.requestDigest == digest else {
@@ -172,6 +184,8 @@ public struct AuditService<C: Clock<Duration>>: Sendable {
 /// The audit service's metrics. Labels carry outcomes and shard IDs only, never user data.
 struct AuditMetrics: Sendable {
     let writes: [String: Counter]
+    /// Writes that went again with a new ID: a newer row of their user was stored first.
+    let orderRetries: Counter
     let writeDuration: Timer
 
     init(factory: any MetricsFactory) {
@@ -180,6 +194,7 @@ struct AuditMetrics: Sendable {
             writes[outcome] = Counter(label: "stamp_audit_writes_total", dimensions: [("outcome", outcome)], factory: factory)
         }
         self.writes = writes
+        orderRetries = Counter(label: "stamp_audit_order_retries_total", factory: factory)
         writeDuration = Timer(label: "stamp_audit_write_duration_seconds", factory: factory)
     }
 }
@@ -202,8 +217,8 @@ public struct AuditServiceError: Error, Sendable, CustomStringConvertible {
         case unknownShard = "unknown-shard"
         /// A stored value cannot be opened with the configured data key.
         case sealedValueUnreadable = "sealed-value-unreadable"
-        /// A write was refused as a repeat, but no earlier write has its key.
-        case inconsistentRepeat = "inconsistent-repeat"
+        /// Newer events of the user kept arriving while a write was tried; it may be retried with the same key.
+        case userOrderContended = "user-order-contended"
         /// The configuration cannot work: the shard map, a secret, a bound.
         case invalidConfiguration = "invalid-configuration"
     }

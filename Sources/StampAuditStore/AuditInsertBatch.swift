@@ -4,44 +4,46 @@ import StampCore
 /// The rows of one ``AuditStore/insert(_:)`` call as the database receives them, and the answer
 /// the call gives back.
 ///
-/// Only the first row of each user and idempotency key goes to the database; a later one in the
-/// same call is reported as not stored without being sent. What goes is split into statements
-/// small enough for the database's limit on bound parameters.
+/// What the call itself settles is settled here, the same way for every database: a row whose
+/// user and idempotency key came earlier in the call is a repeat, and a row whose ID is not above
+/// an earlier row of its user in the call is below that user's latest ID. Neither is sent. The
+/// rest is sent, in call order, and the database decides each against what it stores.
 struct AuditInsertBatch {
     /// The columns an insert names, in the order the rows' values are bound.
     static let columns = "id, user_id, field, actor, reason, before_value, after_value, idempotency_key, request_digest"
     /// How many values one row binds: one per column.
     static let parametersPerRow = 9
 
-    private let rows: [AuditRow]
-    /// For each row, whether it is the first of its user and idempotency key in the call.
-    private let isFirstOfKey: [Bool]
+    /// The rows the database decides on, in their order in the call.
+    let sent: [AuditRow]
+    /// For each row of the call, its outcome when the call settled it, `nil` when it is sent.
+    private let settled: [AuditInsertOutcome?]
 
     init(_ rows: [AuditRow]) {
         var seen: Set<UserKey> = []
-        self.rows = rows
-        self.isFirstOfKey = rows.map { seen.insert(UserKey(user: $0.user, idempotencyKey: $0.idempotencyKey)).inserted }
+        var greatest: [String: StampID] = [:]
+        settled = rows.map { row in
+            guard seen.insert(UserKey(user: row.user, idempotencyKey: row.idempotencyKey)).inserted else { return .repeated }
+            if let latest = greatest[row.user], row.id <= latest { return .belowLatest(latest) }
+            greatest[row.user] = row.id
+            return nil
+        }
+        sent = zip(rows, settled).filter { $0.1 == nil }.map(\.0)
     }
 
-    /// The rows to send, in their order in the call, in groups of at most as many rows as
-    /// `parameterLimit` bound parameters allow.
+    /// The rows to send in groups of at most as many rows as `parameterLimit` bound parameters allow.
     func statements(parameterLimit: Int) -> [ArraySlice<AuditRow>] {
-        let sent = zip(rows, isFirstOfKey).filter(\.1).map(\.0)
         let rowsPerStatement = parameterLimit / Self.parametersPerRow
         return stride(from: 0, to: sent.count, by: rowsPerStatement).map { start in
             sent[start..<min(start + rowsPerStatement, sent.count)]
         }
     }
 
-    /// For each row of the call, whether it was stored, given the IDs the inserts returned.
-    ///
-    /// An ID counts for the first row sent with it only: the database inserts rows in order, so
-    /// when two rows share an ID and the first went in, the second was skipped.
-    func results(insertedIDs: some Sequence<StampID>) -> [Bool] {
-        var unclaimed = Set(insertedIDs)
-        return zip(rows, isFirstOfKey).map { row, isFirst in
-            isFirst && unclaimed.remove(row.id) != nil
-        }
+    /// The outcome of every row of the call, given the database's outcome of each sent row, in order.
+    func outcomes(ofSent decided: [AuditInsertOutcome]) -> [AuditInsertOutcome] {
+        precondition(decided.count == sent.count, "one outcome per sent row")
+        var next = decided.makeIterator()
+        return settled.map { $0 ?? next.next()! }
     }
 
     private struct UserKey: Hashable {

@@ -59,27 +59,69 @@ public final class PostgresAuditStore: AuditStore {
         }
     }
 
-    public func insert(_ rows: [AuditRow]) async throws(AuditStoreError) -> [Bool] {
+    public func insert(_ rows: [AuditRow]) async throws(AuditStoreError) -> [AuditInsertOutcome] {
         let batch = AuditInsertBatch(rows)
         let statements = batch.statements(parameterLimit: Self.parameterLimit).map(Self.insertQuery)
-        let inserted = try await perform("insert rows") { () async throws -> [StampID] in
+        let inserted = try await perform("insert rows") { () async throws -> Set<StampID> in
             switch statements.count {
             case 0:
                 return []
             case 1:
                 // One statement is a transaction of its own; its answer comes after the commit.
-                return try await Self.ids(in: client.query(statements[0], logger: logger))
+                return Set(try await Self.ids(in: client.query(statements[0], logger: logger)))
             default:
                 return try await client.withTransaction(logger: logger) { connection in
-                    var inserted: [StampID] = []
+                    var inserted: Set<StampID> = []
                     for statement in statements {
-                        inserted += try await Self.ids(in: connection.query(statement, logger: logger))
+                        inserted.formUnion(try await Self.ids(in: connection.query(statement, logger: logger)))
                     }
                     return inserted
                 }
             }
         }
-        return batch.results(insertedIDs: inserted)
+        let refused = batch.sent.filter { !inserted.contains($0.id) }
+        guard !refused.isEmpty else { return batch.outcomes(ofSent: Array(repeating: .stored, count: batch.sent.count)) }
+        let (takenKeys, latest) = try await whyRefused(refused)
+        return try batch.outcomes(ofSent: batch.sent.map { row throws(AuditStoreError) in
+            if inserted.contains(row.id) { return .stored }
+            if takenKeys.contains(UserKey(user: row.user, idempotencyKey: row.idempotencyKey)) { return .repeated }
+            if let latest = latest[row.user], latest >= row.id { return .belowLatest(latest) }
+            throw AuditStoreError(.rejected, "the PostgreSQL store neither stored a row nor found why")
+        })
+    }
+
+    private struct UserKey: Hashable {
+        var user: String
+        var idempotencyKey: String
+    }
+
+    /// For rows an insert did not store: which of their users' keys are taken, and each of their
+    /// users' latest IDs. Rows are never removed, so what made the insert refuse a row is still there.
+    private func whyRefused(_ rows: [AuditRow]) async throws(AuditStoreError) -> (takenKeys: Set<UserKey>, latest: [String: StampID]) {
+        let users = rows.map(\.user)
+        let keys = rows.map(\.idempotencyKey)
+        return try await perform("check refused rows") { () async throws -> (Set<UserKey>, [String: StampID]) in
+            var taken: Set<UserKey> = []
+            let keyRows = try await client.query(
+                """
+                SELECT user_id, idempotency_key FROM stamp_audit_events
+                    WHERE (user_id, idempotency_key) IN (SELECT * FROM unnest(\(users)::text[], \(keys)::text[]))
+                """,
+                logger: logger
+            )
+            for try await (user, key) in keyRows.decode((String, String).self) {
+                taken.insert(UserKey(user: user, idempotencyKey: key))
+            }
+            var latest: [String: StampID] = [:]
+            let latestRows = try await client.query(
+                "SELECT user_id, MAX(id) FROM stamp_audit_events WHERE user_id = ANY(\(Array(Set(users)))::text[]) GROUP BY user_id",
+                logger: logger
+            )
+            for try await (user, id) in latestRows.decode((String, Int64).self) {
+                latest[user] = try Self.id(id)
+            }
+            return (taken, latest)
+        }
     }
 
     public func row(id: StampID) async throws(AuditStoreError) -> AuditRow? {
@@ -160,6 +202,9 @@ public final class PostgresAuditStore: AuditStore {
     /// The migration that creates the writer role and grants; the one skipped without the privilege.
     private static let writerRoleMigration = "0003-create-writer-role"
 
+    /// The PostgreSQL types of ``AuditInsertBatch/columns``, in order.
+    private static let columnTypes = ["bigint", "text", "text", "text", "text", "bytea", "bytea", "text", "bytea"]
+
     private static func insertQuery(_ rows: ArraySlice<AuditRow>) -> PostgresQuery {
         var bindings = PostgresBindings(capacity: rows.count * AuditInsertBatch.parametersPerRow)
         var values: [String] = []
@@ -175,11 +220,15 @@ public final class PostgresAuditStore: AuditStore {
             bindings.append(row.after.map { ByteBuffer(bytes: $0) })
             bindings.append(row.idempotencyKey)
             bindings.append(ByteBuffer(bytes: row.requestDigest))
-            values.append("(" + (first..<first + AuditInsertBatch.parametersPerRow).map { "$\($0)" }.joined(separator: ", ") + ")")
+            // Typed, since a NULL binds without a type and a VALUES list takes its types from its rows.
+            values.append("(" + zip(first..<first + AuditInsertBatch.parametersPerRow, Self.columnTypes).map { "$\($0)::\($1)" }.joined(separator: ", ") + ")")
         }
+        // A row goes in only above its user's latest ID (the order check), and only once per key.
         return PostgresQuery(
             unsafeSQL: """
-                INSERT INTO stamp_audit_events (\(AuditInsertBatch.columns)) VALUES \(values.joined(separator: ", "))
+                INSERT INTO stamp_audit_events (\(AuditInsertBatch.columns))
+                SELECT * FROM (VALUES \(values.joined(separator: ", "))) AS input (\(AuditInsertBatch.columns))
+                    WHERE input.id > COALESCE((SELECT MAX(stored.id) FROM stamp_audit_events stored WHERE stored.user_id = input.user_id), -1)
                 ON CONFLICT (user_id, idempotency_key) DO NOTHING
                 RETURNING id
                 """,

@@ -1,31 +1,24 @@
+import Foundation
+import GRDB
 import Logging
-import SQLiteNIO
 import StampAudit
 import StampCore
 import StampDatabase
 
 /// An audit store in one SQLite file: the embedded default, one file per shard.
 ///
-/// Every audit server process on the machine opens the shard's file. The file is in WAL mode,
-/// and every write runs in a `BEGIN IMMEDIATE` transaction on the store's one writing connection,
-/// so processes take turns on SQLite's write lock, waiting at most the busy timeout. Reads run on
-/// connections of their own and see the last commit without waiting for a write in progress.
+/// Every audit server process on the machine opens the shard's file (see ``SQLiteDatabase``):
+/// the process's one writing connection runs each insert call as one `BEGIN IMMEDIATE`
+/// transaction with prepared statements it keeps, and reads run on connections of their own.
 public final class SQLiteAuditStore: AuditStore {
-    /// SQLite's limit on bound parameters in one statement.
-    static let parameterLimit = 32_766
-    /// How many reads may run at once.
-    static let readerCount = 2
-
-    private let writer: SQLiteConnectionPool
-    private let readers: SQLiteConnectionPool
+    private let database: SQLiteDatabase
     private let logger: Logger
     private let closed: AsyncStream<Never>
     private let closing: AsyncStream<Never>.Continuation
 
     /// Creates a store on the file at `path`; the file and its parent directories are created on first use.
     public init(path: String, logger: Logger) {
-        self.writer = SQLiteConnectionPool(path: path, capacity: 1, logger: logger)
-        self.readers = SQLiteConnectionPool(path: path, capacity: Self.readerCount, setUp: ["PRAGMA query_only = ON"], logger: logger)
+        self.database = SQLiteDatabase(path: path)
         self.logger = logger
         (closed, closing) = AsyncStream.makeStream()
     }
@@ -36,160 +29,132 @@ public final class SQLiteAuditStore: AuditStore {
     }
 
     public func migrate() async throws(AuditStoreError) {
-        try await immediateTransaction("migrate the schema") { connection in
-            _ = try await connection.query(
-                "CREATE TABLE IF NOT EXISTS stamp_audit_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP) STRICT"
-            )
-            let applied = Set(try await connection.query("SELECT name FROM stamp_audit_migrations").compactMap { $0.column("name")?.string })
+        try await writing("migrate the schema") { db in
+            try db.execute(sql: "CREATE TABLE IF NOT EXISTS stamp_audit_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP) STRICT")
+            let applied = Set(try String.fetchAll(db, sql: "SELECT name FROM stamp_audit_migrations"))
             for migration in Self.migrations where !applied.contains(migration.name) {
                 for statement in migration.statements {
-                    _ = try await connection.query(statement)
+                    try db.execute(sql: statement)
                 }
-                _ = try await connection.query("INSERT INTO stamp_audit_migrations (name) VALUES (?1)", [.text(migration.name)])
+                try db.execute(sql: "INSERT INTO stamp_audit_migrations (name) VALUES (?)", arguments: [migration.name])
             }
         }
     }
 
-    public func insert(_ rows: [AuditRow]) async throws(AuditStoreError) -> [Bool] {
+    public func insert(_ rows: [AuditRow]) async throws(AuditStoreError) -> [AuditInsertOutcome] {
         let batch = AuditInsertBatch(rows)
-        let statements = batch.statements(parameterLimit: Self.parameterLimit)
-        guard !statements.isEmpty else { return batch.results(insertedIDs: []) }
-        let inserted = try await immediateTransaction("insert rows") { connection in
-            var inserted: [StampID] = []
-            for rows in statements {
-                let values = repeatElement("(?, ?, ?, ?, ?, ?, ?, ?, ?)", count: rows.count).joined(separator: ", ")
-                let returned = try await connection.query(
-                    """
-                    INSERT INTO stamp_audit_events (\(AuditInsertBatch.columns)) VALUES \(values)
-                    ON CONFLICT (user_id, idempotency_key) DO NOTHING
-                    RETURNING id
-                    """,
-                    rows.flatMap(\.bindings)
-                )
-                inserted += try returned.map { row throws(AuditStoreError) in try Self.id(in: row) }
+        let sent = batch.sent
+        guard !sent.isEmpty else { return batch.outcomes(ofSent: []) }
+        let decided = try await writing("insert rows") { db in
+            var outcomes: [AuditInsertOutcome] = []
+            outcomes.reserveCapacity(sent.count)
+            let insert = try db.cachedStatement(sql: SQL.insertAboveLatest)
+            for row in sent {
+                try insert.execute(arguments: row.arguments)
+                if db.changesCount == 1 {
+                    outcomes.append(.stored)
+                } else if try Bool.fetchOne(db.cachedStatement(sql: SQL.keyTaken), arguments: [row.user, row.idempotencyKey]) == true {
+                    outcomes.append(.repeated)
+                } else {
+                    // Neither stored nor a repeat: the user has a row at or above this ID.
+                    let latest = try Int64.fetchOne(db.cachedStatement(sql: SQL.latestID), arguments: [row.user]).flatMap(StampID.init(rawValue:))
+                    outcomes.append(.belowLatest(latest ?? row.id))
+                }
             }
-            return inserted
+            return outcomes
         }
-        return batch.results(insertedIDs: inserted)
+        return batch.outcomes(ofSent: decided)
     }
 
     public func row(id: StampID) async throws(AuditStoreError) -> AuditRow? {
-        try await read("read a row", SQL.rowByID, [.integer(SQLiteInt64(id.rawValue))]).first
+        try await rows("read a row", SQL.rowByID, [id.rawValue]).first
     }
 
     public func row(user: String, idempotencyKey: String) async throws(AuditStoreError) -> AuditRow? {
-        try await read("read a row", SQL.rowByKey, [.text(user), .text(idempotencyKey)]).first
+        try await rows("read a row", SQL.rowByKey, [user, idempotencyKey]).first
     }
 
     public func history(user: String, field: String?, before: StampID?, limit: Int) async throws(AuditStoreError) -> [AuditRow] {
         guard limit > 0 else { return [] }
-        var conditions = ["user_id = ?"]
-        var bindings: [SQLiteData] = [.text(user)]
+        // IDs are below Int64.max + 1, so a missing cursor reads as "below everything + 1".
+        let below = before?.rawValue ?? Int64.max
+        let inclusive = before == nil
         if let field {
-            conditions.append("field = ?")
-            bindings.append(.text(field))
+            return try await rows("read a history", inclusive ? SQL.historyOfFieldAll : SQL.historyOfField, [user, field, below, limit])
         }
-        if let before {
-            conditions.append("id < ?")
-            bindings.append(.integer(SQLiteInt64(before.rawValue)))
-        }
-        bindings.append(.integer(SQLiteInt64(limit)))
-        return try await read(
-            "read a history",
-            "SELECT \(AuditInsertBatch.columns) FROM stamp_audit_events WHERE \(conditions.joined(separator: " AND ")) ORDER BY id DESC LIMIT ?",
-            bindings
-        )
+        return try await rows("read a history", inclusive ? SQL.historyAll : SQL.history, [user, below, limit])
     }
 
     public func latestID(user: String) async throws(AuditStoreError) -> StampID? {
-        let rows = try await reading("read the latest ID") { connection in
-            try await connection.query("SELECT MAX(id) AS id FROM stamp_audit_events WHERE user_id = ?1", [.text(user)])
-        }
-        guard let row = rows.first, row.column("id")?.isNull == false else { return nil }
-        return try Self.id(in: row)
+        try await reading("read the latest ID") { db in
+            try Int64.fetchOne(db.cachedStatement(sql: SQL.latestID), arguments: [user])
+        }.map(Self.id)
     }
 
     public func ids(after: StampID?, limit: Int) async throws(AuditStoreError) -> [StampID] {
         guard limit > 0 else { return [] }
-        let rows = try await reading("list IDs") { connection in
-            // IDs are never negative, so -1 lies below them all.
-            try await connection.query(
-                "SELECT id FROM stamp_audit_events WHERE id > ?1 ORDER BY id LIMIT ?2",
-                [.integer(SQLiteInt64(after?.rawValue ?? -1)), .integer(SQLiteInt64(limit))]
-            )
+        // IDs are never negative, so -1 lies below them all.
+        let values = try await reading("list IDs") { db in
+            try Int64.fetchAll(db.cachedStatement(sql: SQL.idsAfter), arguments: [after?.rawValue ?? -1, limit])
         }
-        return try rows.map { row throws(AuditStoreError) in try Self.id(in: row) }
+        return try values.map(Self.id)
     }
 
     public func ping() async throws(AuditStoreError) {
-        _ = try await reading("answer a ping") { connection in
-            try await connection.query("SELECT 1")
+        _ = try await reading("answer a ping") { db in
+            try Int.fetchOne(db, sql: "SELECT 1")
         }
     }
 
     /// Waits for running operations, closes the connections and ends ``run()``; later operations fail.
     public func close() async {
         closing.finish()
-        await writer.close()
-        await readers.close()
+        database.close()
     }
 
-    private func read(_ action: String, _ sql: String, _ bindings: [SQLiteData]) async throws(AuditStoreError) -> [AuditRow] {
-        let rows = try await reading(action) { connection in
-            try await connection.query(sql, bindings)
+    private func rows(_ action: String, _ sql: String, _ arguments: StatementArguments) async throws(AuditStoreError) -> [AuditRow] {
+        let rows = try await reading(action) { db in
+            try Row.fetchAll(db.cachedStatement(sql: sql), arguments: arguments).map(AuditRow.init(row:))
         }
-        return try rows.map { row throws(AuditStoreError) in try AuditRow(row: row) }
+        return try rows.map { row throws(AuditStoreError) in
+            guard let row else { throw AuditStoreError(.rejected, "the SQLite store holds a malformed row") }
+            return row
+        }
     }
 
     /// Runs `body` on a reading connection.
-    private func reading<Result: Sendable>(
-        _ action: String,
-        _ body: (SQLiteConnection) async throws -> Result
-    ) async throws(AuditStoreError) -> Result {
+    private func reading<Result: Sendable>(_ action: String, _ body: @escaping @Sendable (Database) throws -> Result) async throws(AuditStoreError) -> Result {
         do {
-            return try await readers.withConnection(body)
+            return try await database.read(body)
         } catch {
             throw Self.wrap(error, action: action, logger: logger)
         }
     }
 
     /// Runs `body` in a `BEGIN IMMEDIATE` transaction on the writing connection; returns after the commit.
-    private func immediateTransaction<Result: Sendable>(
-        _ action: String,
-        _ body: (SQLiteConnection) async throws -> Result
-    ) async throws(AuditStoreError) -> Result {
+    private func writing<Result: Sendable>(_ action: String, _ body: @escaping @Sendable (Database) throws -> Result) async throws(AuditStoreError) -> Result {
         do {
-            return try await writer.withImmediateTransaction(body)
+            return try await database.immediateTransaction(body)
         } catch {
             throw Self.wrap(error, action: action, logger: logger)
         }
     }
 
-    /// Reports `error` as an ``AuditStoreError`` that names only the kind of failure: SQLite's
-    /// messages may quote the statement.
+    /// Reports `error` as an ``AuditStoreError`` that names only the kind of failure.
     private static func wrap(_ error: any Error, action: String, logger: Logger) -> AuditStoreError {
         if let error = error as? AuditStoreError { return error }
-        if let error = error as? DatabaseError {
+        if let error = error as? StampDatabase.DatabaseError {
             return AuditStoreError(.unavailable, "the SQLite store could not \(action): \(error.message)")
         }
-        logger.debug("an SQLite audit store operation failed", metadata: SQLiteConnectionPool.metadata(error))
-        guard let error = error as? SQLiteError else {
-            return AuditStoreError(.unavailable, "the SQLite store could not \(action)")
+        logger.debug("an SQLite audit store operation failed", metadata: SQLiteDatabase.metadata(error))
+        if SQLiteDatabase.isRefusal(error) {
+            return AuditStoreError(.rejected, "the SQLite store could not \(action): the database refused it")
         }
-        switch error.reason {
-        case .constraint, .constraintCheckFailed, .constraintCommitHookFailed, .constraintForeignKeyFailed,
-            .constraintUserFunctionFailed, .constraintNotNullFailed, .constraintPrimaryKeyFailed, .constraintTriggerFailed,
-            .constraintUniqueFailed, .constraintVirtualTableFailed, .constraintUniqueRowIDFailed,
-            .constraintUpdateTriggerDeletedRow, .constraintStrictDataTypeFailed, .abort, .permission, .auth,
-            .authUnauthorizedUser, .error, .schema, .tooBig, .mismatch, .range:
-            return AuditStoreError(.rejected, "the SQLite store could not \(action): the database refused it (\(error.reason))")
-        default:
-            return AuditStoreError(.unavailable, "the SQLite store could not \(action): the database failed (\(error.reason))")
-        }
+        return AuditStoreError(.unavailable, "the SQLite store could not \(action): the database failed")
     }
 
-    private static func id(in row: SQLiteRow) throws(AuditStoreError) -> StampID {
-        guard let value = row.column("id")?.integer, let id = StampID(rawValue: Int64(value)) else {
+    private static func id(_ value: Int64) throws(AuditStoreError) -> StampID {
+        guard let id = StampID(rawValue: value) else {
             throw AuditStoreError(.rejected, "the SQLite store holds a malformed row")
         }
         return id
@@ -237,69 +202,64 @@ public final class SQLiteAuditStore: AuditStore {
     ]
 }
 
-/// The fixed statements of the SQLite store; `?N` are bound parameters.
+/// The fixed statements of the SQLite store, each prepared once per connection and kept.
 private enum SQL {
+    /// Inserts a row (values `?1`...`?9` in the order of ``AuditInsertBatch/columns``) only above
+    /// its user's latest ID, and only when its user and key are new. (An upsert's `SELECT` needs
+    /// its `WHERE` for SQLite to parse it.)
+    static let insertAboveLatest = """
+        INSERT INTO stamp_audit_events (\(AuditInsertBatch.columns))
+        SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9
+            WHERE ?1 > COALESCE((SELECT MAX(id) FROM stamp_audit_events WHERE user_id = ?2), -1)
+        ON CONFLICT (user_id, idempotency_key) DO NOTHING
+        """
+    /// Whether user `?1` has a row with idempotency key `?2`.
+    static let keyTaken = "SELECT EXISTS (SELECT 1 FROM stamp_audit_events WHERE user_id = ?1 AND idempotency_key = ?2)"
+    /// The greatest ID of user `?1`.
+    static let latestID = "SELECT MAX(id) FROM stamp_audit_events WHERE user_id = ?1"
+    /// Up to `?2` IDs above `?1`, ascending.
+    static let idsAfter = "SELECT id FROM stamp_audit_events WHERE id > ?1 ORDER BY id LIMIT ?2"
     /// The row with ID `?1`.
     static let rowByID = "SELECT \(AuditInsertBatch.columns) FROM stamp_audit_events WHERE id = ?1"
     /// The row of user `?1` with idempotency key `?2`.
     static let rowByKey = "SELECT \(AuditInsertBatch.columns) FROM stamp_audit_events WHERE user_id = ?1 AND idempotency_key = ?2"
+    /// Up to `?3` rows of user `?1` below ID `?2`, newest first; `historyAll` includes `?2` itself.
+    static let history = "SELECT \(AuditInsertBatch.columns) FROM stamp_audit_events WHERE user_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3"
+    static let historyAll = "SELECT \(AuditInsertBatch.columns) FROM stamp_audit_events WHERE user_id = ?1 AND id <= ?2 ORDER BY id DESC LIMIT ?3"
+    /// As ``history``, of field `?2` only, below `?3`, up to `?4` rows.
+    static let historyOfField = "SELECT \(AuditInsertBatch.columns) FROM stamp_audit_events WHERE user_id = ?1 AND field = ?2 AND id < ?3 ORDER BY id DESC LIMIT ?4"
+    static let historyOfFieldAll = "SELECT \(AuditInsertBatch.columns) FROM stamp_audit_events WHERE user_id = ?1 AND field = ?2 AND id <= ?3 ORDER BY id DESC LIMIT ?4"
 }
 
 extension AuditRow {
     /// The values an insert binds, in the order of ``AuditInsertBatch/columns``.
-    fileprivate var bindings: [SQLiteData] {
-        [
-            .integer(SQLiteInt64(id.rawValue)),
-            .text(user),
-            .text(field),
-            .text(actor),
-            .text(reason),
-            before.map(Self.blob) ?? .null,
-            after.map(Self.blob) ?? .null,
-            .text(idempotencyKey),
-            Self.blob(requestDigest),
-        ]
+    fileprivate var arguments: StatementArguments {
+        [id.rawValue, user, field, actor, reason, before.map { Data($0) }, after.map { Data($0) }, idempotencyKey, Data(requestDigest)]
     }
 
-    private static func blob(_ bytes: [UInt8]) -> SQLiteData {
-        .blob(ByteBuffer(bytes: bytes))
-    }
-
-    /// Reads a row from the columns of ``AuditInsertBatch/columns``.
-    fileprivate init(row: SQLiteRow) throws(AuditStoreError) {
+    /// Reads a row from the columns of ``AuditInsertBatch/columns``; `nil` when a column holds
+    /// something else than the schema allows.
+    fileprivate init?(row: Row) {
         guard
-            let rawID = row.column("id")?.integer,
-            let id = StampID(rawValue: Int64(rawID)),
-            case .text(let user) = row.column("user_id"),
-            case .text(let field) = row.column("field"),
-            case .text(let actor) = row.column("actor"),
-            case .text(let reason) = row.column("reason"),
-            let before = Self.optionalBytes(row.column("before_value")),
-            let after = Self.optionalBytes(row.column("after_value")),
-            case .text(let idempotencyKey) = row.column("idempotency_key"),
-            case .blob(let requestDigest) = row.column("request_digest")
-        else {
-            throw AuditStoreError(.rejected, "the SQLite store holds a malformed row")
-        }
+            let rawID = row["id"] as Int64?,
+            let id = StampID(rawValue: rawID),
+            let user = row["user_id"] as String?,
+            let field = row["field"] as String?,
+            let actor = row["actor"] as String?,
+            let reason = row["reason"] as String?,
+            let idempotencyKey = row["idempotency_key"] as String?,
+            let requestDigest = row["request_digest"] as Data?
+        else { return nil }
         self.init(
             id: id,
             user: user,
             field: field,
             actor: actor,
             reason: reason,
-            before: before,
-            after: after,
+            before: (row["before_value"] as Data?).map(Array.init),
+            after: (row["after_value"] as Data?).map(Array.init),
             idempotencyKey: idempotencyKey,
-            requestDigest: Array(requestDigest.readableBytesView)
+            requestDigest: Array(requestDigest)
         )
-    }
-
-    /// The bytes of a nullable blob column: `.some(nil)` for NULL, `nil` when it holds something else.
-    private static func optionalBytes(_ data: SQLiteData?) -> [UInt8]?? {
-        switch data {
-        case .null: .some(nil)
-        case .blob(let buffer): .some(Array(buffer.readableBytesView))
-        default: nil
-        }
     }
 }

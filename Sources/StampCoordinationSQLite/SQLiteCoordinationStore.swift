@@ -1,28 +1,24 @@
+import GRDB
 import Logging
-import SQLiteNIO
 import StampCoordination
 import StampCore
 import StampDatabase
 
 /// A coordination store in one SQLite file, for generator nodes on one machine.
 ///
-/// Every node process opens the same file. The file is in WAL mode, and every change runs in a
+/// Every node process opens the same file (see ``SQLiteDatabase``): every change runs in a
 /// `BEGIN IMMEDIATE` transaction, so processes sharing the file take turns on SQLite's write lock
 /// and waits are bounded by a busy timeout. Lease expiry is judged on the injected wall clock,
 /// which all processes on the machine share.
-///
-/// A store holds one connection, lent to one operation at a time: a transaction spans several
-/// statements. Other stores on the same file, in this process or another, hold connections of
-/// their own and wait on SQLite's file locks instead.
 public final class SQLiteCoordinationStore: CoordinationStore {
-    private let pool: SQLiteConnectionPool
+    private let database: SQLiteDatabase
     private let clock: any WallClock
     private let closed: AsyncStream<Never>
     private let closing: AsyncStream<Never>.Continuation
 
     /// Creates a store on the file at `path`; the file and its parent directories are created on first use.
     public init(path: String, clock: any WallClock = SystemWallClock(), logger: Logger) {
-        self.pool = SQLiteConnectionPool(path: path, capacity: 1, logger: logger)
+        self.database = SQLiteDatabase(path: path, readerCount: 1)
         self.clock = clock
         (closed, closing) = AsyncStream.makeStream()
     }
@@ -33,14 +29,10 @@ public final class SQLiteCoordinationStore: CoordinationStore {
     }
 
     public func prepare(layout: IDLayout) async throws(CoordinationError) {
-        let recorded = try await immediateTransaction("prepare the store") { connection, now in
-            try await Self.migrate(connection, now: now)
-            _ = try await connection.query(
-                "INSERT INTO stamp_settings (name, value) VALUES ('layout', ?1) ON CONFLICT (name) DO NOTHING",
-                [.text(layout.description)]
-            )
-            let rows = try await connection.query("SELECT value FROM stamp_settings WHERE name = 'layout'")
-            return rows.first?.column("value")?.string
+        let recorded = try await immediateTransaction("prepare the store") { db, now in
+            try Self.migrate(db, now: now)
+            try db.execute(sql: "INSERT INTO stamp_settings (name, value) VALUES ('layout', ?1) ON CONFLICT (name) DO NOTHING", arguments: [layout.description])
+            return try String.fetchOne(db, sql: "SELECT value FROM stamp_settings WHERE name = 'layout'")
         }
         guard recorded == layout.description else {
             throw CoordinationError(
@@ -51,43 +43,31 @@ public final class SQLiteCoordinationStore: CoordinationStore {
     }
 
     public func claim(owner: String, address: String?, ttl: Duration, nodeCount: Int) async throws(CoordinationError) -> NodeLease? {
-        try await immediateTransaction("claim a node ID") { connection, now in
-            let candidates = try await connection.query(SQL.lowestClaimableNode, [.integer(nodeCount), .integer(SQLiteInt64(now))])
-            guard let node = candidates.first?.column("node")?.integer else { return nil }
-            let rows = try await connection.query(SQL.claim, [
-                .integer(node),
-                .text(owner),
-                address.map { .text($0) } ?? .null,
-                .integer(SQLiteInt64(now + ttl.wholeMilliseconds)),
-                .integer(SQLiteInt64(now)),
-            ])
-            return try rows.first.map(NodeLease.init(row:))
+        let expiry = ttl.wholeMilliseconds
+        return try await immediateTransaction("claim a node ID") { db, now in
+            guard let node = try Int.fetchOne(db.cachedStatement(sql: SQL.lowestClaimableNode), arguments: [nodeCount, now]) else { return nil }
+            return try Row.fetchOne(db.cachedStatement(sql: SQL.claim), arguments: [node, owner, address, now + expiry, now]).map(NodeLease.init(row:))
         }
     }
 
     public func renew(node: Int, owner: String, ttl: Duration, reservedUntilUnixMilliseconds: Int64) async throws(CoordinationError) -> NodeLease? {
-        try await immediateTransaction("renew a lease") { connection, now in
-            let rows = try await connection.query(SQL.renew, [
-                .integer(SQLiteInt64(now + ttl.wholeMilliseconds)),
-                .integer(SQLiteInt64(reservedUntilUnixMilliseconds)),
-                .integer(node),
-                .text(owner),
-            ])
-            return try rows.first.map(NodeLease.init(row:))
+        let expiry = ttl.wholeMilliseconds
+        return try await immediateTransaction("renew a lease") { db, now in
+            try Row.fetchOne(db.cachedStatement(sql: SQL.renew), arguments: [now + expiry, reservedUntilUnixMilliseconds, node, owner]).map(NodeLease.init(row:))
         }
     }
 
     public func release(node: Int, owner: String) async throws(CoordinationError) {
-        try await immediateTransaction("release a lease") { connection, now in
-            _ = try await connection.query(SQL.release, [.integer(SQLiteInt64(now)), .integer(node), .text(owner)])
+        try await immediateTransaction("release a lease") { db, now in
+            try db.cachedStatement(sql: SQL.release).execute(arguments: [now, node, owner])
         }
     }
 
     public func liveLeases() async throws(CoordinationError) -> [NodeLease] {
+        let clock = clock
         do {
-            return try await pool.withConnection { connection in
-                let rows = try await connection.query(SQL.liveLeases, [.integer(SQLiteInt64(clock.unixMilliseconds()))])
-                return try rows.map(NodeLease.init(row:))
+            return try await database.read { db in
+                try Row.fetchAll(db.cachedStatement(sql: SQL.liveLeases), arguments: [clock.unixMilliseconds()]).map(NodeLease.init(row:))
             }
         } catch {
             throw Self.wrap(error, action: "list live leases")
@@ -96,17 +76,18 @@ public final class SQLiteCoordinationStore: CoordinationStore {
 
     public func close() async {
         closing.finish()
-        await pool.close()
+        database.close()
     }
 
     /// Runs `body` in a `BEGIN IMMEDIATE` transaction with the clock's now, read once the write lock is held.
     private func immediateTransaction<Result: Sendable>(
         _ action: String,
-        _ body: (SQLiteConnection, Int64) async throws -> Result
+        _ body: @escaping @Sendable (Database, Int64) throws -> Result
     ) async throws(CoordinationError) -> Result {
+        let clock = clock
         do {
-            return try await pool.withImmediateTransaction { connection in
-                try await body(connection, clock.unixMilliseconds())
+            return try await database.immediateTransaction { db in
+                try body(db, clock.unixMilliseconds())
             }
         } catch {
             throw Self.wrap(error, action: action)
@@ -115,26 +96,21 @@ public final class SQLiteCoordinationStore: CoordinationStore {
 
     private static func wrap(_ error: any Error, action: String) -> CoordinationError {
         if let error = error as? CoordinationError { return error }
-        if let error = error as? DatabaseError {
+        if let error = error as? StampDatabase.DatabaseError {
             return CoordinationError(.unavailable, "the SQLite store could not \(action): \(error.message)", cause: error)
         }
         return CoordinationError(.unavailable, "the SQLite store could not \(action)", cause: error)
     }
 
     /// Applies the migrations not yet recorded, in order, inside the caller's transaction.
-    private static func migrate(_ connection: SQLiteConnection, now: Int64) async throws {
-        _ = try await connection.query(
-            "CREATE TABLE IF NOT EXISTS stamp_migrations (name TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)"
-        )
-        let applied = Set(try await connection.query("SELECT name FROM stamp_migrations").compactMap { $0.column("name")?.string })
+    private static func migrate(_ db: Database, now: Int64) throws {
+        try db.execute(sql: "CREATE TABLE IF NOT EXISTS stamp_migrations (name TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)")
+        let applied = Set(try String.fetchAll(db, sql: "SELECT name FROM stamp_migrations"))
         for migration in migrations where !applied.contains(migration.name) {
             for statement in migration.statements {
-                _ = try await connection.query(statement)
+                try db.execute(sql: statement)
             }
-            _ = try await connection.query(
-                "INSERT INTO stamp_migrations (name, applied_at) VALUES (?1, ?2)",
-                [.text(migration.name), .integer(SQLiteInt64(now))]
-            )
+            try db.execute(sql: "INSERT INTO stamp_migrations (name, applied_at) VALUES (?1, ?2)", arguments: [migration.name, now])
         }
     }
 
@@ -161,7 +137,7 @@ public final class SQLiteCoordinationStore: CoordinationStore {
     ]
 }
 
-/// The statements of the SQLite store; `?N` are bound parameters.
+/// The statements of the SQLite store, prepared once per connection and kept; `?N` are bound parameters.
 private enum SQL {
     /// The lowest node ID below `?1` whose row is free or expired at `?2`, or has no row yet.
     static let lowestClaimableNode = """
@@ -208,21 +184,21 @@ private enum SQL {
 
 extension NodeLease {
     /// Reads a lease from a row with the columns node, owner, address, expires_at and reserved_until.
-    fileprivate init(row: SQLiteRow) throws {
+    fileprivate init(row: Row) throws {
         guard
-            let node = row.column("node")?.integer,
-            let owner = row.column("owner")?.string,
-            let expiresAt = row.column("expires_at")?.integer,
-            let reservedUntil = row.column("reserved_until")?.integer
+            let node = row["node"] as Int?,
+            let owner = row["owner"] as String?,
+            let expiresAt = row["expires_at"] as Int64?,
+            let reservedUntil = row["reserved_until"] as Int64?
         else {
             throw CoordinationError(.unavailable, "the SQLite store holds a malformed lease row")
         }
         self.init(
             node: node,
             owner: owner,
-            address: row.column("address")?.string,
-            expiresAtUnixMilliseconds: Int64(expiresAt),
-            reservedUntilUnixMilliseconds: Int64(reservedUntil)
+            address: row["address"] as String?,
+            expiresAtUnixMilliseconds: expiresAt,
+            reservedUntilUnixMilliseconds: reservedUntil
         )
     }
 }

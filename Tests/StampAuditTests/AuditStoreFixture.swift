@@ -1,6 +1,6 @@
+import GRDB
 import Logging
 import PostgresNIO
-import SQLiteNIO
 import StampAudit
 import StampAuditStore
 import StampCore
@@ -50,7 +50,7 @@ struct AuditStoreDatabase: Sendable {
     /// The database's own message for `error`, with its SQLSTATE on PostgreSQL.
     static func databaseMessage(of error: any Error) -> String {
         switch error {
-        case let error as SQLiteError: error.message
+        case let error as GRDB.DatabaseError: error.message ?? "\(error.resultCode)"
         case let error as PSQLError: "\(error.serverInfo?[.sqlState] ?? "-"): \(error.serverInfo?[.message] ?? "\(error.code)")"
         default: "\(error)"
         }
@@ -76,7 +76,7 @@ func withAuditStores(
         let database = AuditStoreDatabase(
             stores: stores,
             execute: { sql in
-                try await withSQLiteConnection(path) { _ = try await $0.query(sql) }
+                try await withSQLiteConnection(path) { try await $0.execute(sql) }
             },
             postgres: nil,
             sqlitePath: path
@@ -124,19 +124,24 @@ func postgresMigrations(configuration: PostgresClient.Configuration) async throw
     }
 }
 
-/// Runs `body` with a connection of its own to the SQLite file at `path`, opened as another
-/// process would open it.
-func withSQLiteConnection<Result: Sendable>(_ path: String, _ body: (SQLiteConnection) async throws -> Result) async throws -> Result {
-    let pool = SQLiteConnectionPool(path: path, capacity: 1, logger: AuditStoreBackend.logger)
-    let result: Result
-    do {
-        result = try await pool.withConnection(body)
-    } catch {
-        await pool.close()
-        throw error
+/// A connection of its own to an SQLite file, opened as another process would open it, whose
+/// statements the test runs one by one (a transaction may span several).
+struct OtherSQLiteConnection: Sendable {
+    let queue: DatabaseQueue
+
+    func execute(_ sql: String) async throws {
+        try await queue.writeWithoutTransaction { try $0.execute(sql: sql) }
     }
-    await pool.close()
-    return result
+}
+
+/// Runs `body` with an ``OtherSQLiteConnection`` to the file at `path`, closed afterwards.
+func withSQLiteConnection<Result: Sendable>(_ path: String, _ body: (OtherSQLiteConnection) async throws -> Result) async throws -> Result {
+    var configuration = Configuration()
+    configuration.allowsUnsafeTransactions = true
+    configuration.busyMode = .timeout(10)
+    let queue = try DatabaseQueue(path: path, configuration: configuration)
+    defer { try? queue.close() }
+    return try await body(OtherSQLiteConnection(queue: queue))
 }
 
 /// Runs each store for the duration of `body`, then closes them all, whether `body` throws or not.

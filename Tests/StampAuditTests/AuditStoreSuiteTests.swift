@@ -4,6 +4,7 @@ import StampAuditStore
 import StampCore
 import StampDatabaseTesting
 import StampTesting
+import Synchronization
 import Testing
 
 #if canImport(FoundationEssentials)
@@ -38,12 +39,12 @@ struct AuditStoreSuiteTests {
                 }
             }
             let row = AuditRow.storeTestRow(id: 1)
-            #expect(try await database.store.insert([row]) == [true])
+            #expect(try await database.store.insert([row]) == [.stored])
             for store in database.stores {
                 try await store.migrate()
             }
             #expect(try await database.stores[2].row(id: row.id) == row)
-            #expect(try await database.stores[1].insert([.storeTestRow(id: 2)]) == [true])
+            #expect(try await database.stores[1].insert([.storeTestRow(id: 2)]) == [.stored])
             #expect(try await database.store.ids(after: nil, limit: 10) == [row.id, StampID(rawValue: 2)!])
         }
     }
@@ -87,7 +88,7 @@ struct AuditStoreSuiteTests {
         ]
         try await withAuditStores(backend) { database async throws in
             let store = database.store
-            #expect(try await store.insert(rows) == [true, true, true])
+            #expect(try await store.insert(rows) == [.stored, .stored, .stored])
             for row in rows {
                 #expect(try await store.row(id: row.id) == row)
                 #expect(try await store.row(user: row.user, idempotencyKey: row.idempotencyKey) == row)
@@ -112,14 +113,14 @@ struct AuditStoreSuiteTests {
         try await withAuditStores(backend) { database async throws in
             let store = database.store
             let first = AuditRow.storeTestRow(id: 10, key: "a")
-            #expect(try await store.insert([first]) == [true])
+            #expect(try await store.insert([first]) == [.stored])
 
             // Across calls: the retry under the same key is skipped, the new key stored.
             var retry = AuditRow.storeTestRow(id: 11, key: "a")
             retry.reason = "a different request"
-            #expect(try await store.insert([retry, .storeTestRow(id: 12, key: "b")]) == [false, true])
+            #expect(try await store.insert([retry, .storeTestRow(id: 12, key: "b")]) == [.repeated, .stored])
             // The very same row again, ID included, is skipped as well.
-            #expect(try await store.insert([first]) == [false])
+            #expect(try await store.insert([first]) == [.repeated])
 
             // Within one call: only the first row of a key counts.
             let batch = [
@@ -129,7 +130,7 @@ struct AuditStoreSuiteTests {
                 AuditRow.storeTestRow(id: 23, key: "a"),
                 AuditRow.storeTestRow(id: 24, key: "d"),
             ]
-            #expect(try await store.insert(batch) == [true, false, true, false, false])
+            #expect(try await store.insert(batch) == [.stored, .repeated, .stored, .repeated, .repeated])
 
             #expect(try await store.row(user: "user-1", idempotencyKey: "a") == first)
             #expect(try await store.row(user: "user-1", idempotencyKey: "c")?.id.rawValue == 20)
@@ -145,8 +146,8 @@ struct AuditStoreSuiteTests {
             let store = database.store
             let ana = AuditRow.storeTestRow(id: 1, user: "ana", key: "shared")
             let bo = AuditRow.storeTestRow(id: 2, user: "bo", key: "shared")
-            #expect(try await store.insert([ana]) == [true])
-            #expect(try await store.insert([bo, .storeTestRow(id: 3, user: "cy", key: "shared")]) == [true, true])
+            #expect(try await store.insert([ana]) == [.stored])
+            #expect(try await store.insert([bo, .storeTestRow(id: 3, user: "cy", key: "shared")]) == [.stored, .stored])
             #expect(try await store.row(user: "ana", idempotencyKey: "shared") == ana)
             #expect(try await store.row(user: "bo", idempotencyKey: "shared") == bo)
             #expect(try await store.ids(after: nil, limit: 10).count == 3)
@@ -157,11 +158,11 @@ struct AuditStoreSuiteTests {
     func historyOrderCursorFieldAndLimit(backend: AuditStoreBackend) async throws {
         try await withAuditStores(backend) { database async throws in
             let store = database.store
-            // Inserted out of order, across two calls, with another user's rows in between.
+            // Across two calls, with another user's rows in between.
             let mine = (1...10).map { AuditRow.storeTestRow(id: Int64($0) * 10, field: $0.isMultiple(of: 2) ? "phone" : "email") }
             let others = (1...10).map { AuditRow.storeTestRow(id: Int64($0) * 10 + 5, user: "user-2") }
-            _ = try await store.insert(Array(mine.reversed().prefix(4)) + others)
-            _ = try await store.insert(Array(mine.prefix(6)))
+            #expect(try await store.insert(Array(mine.prefix(4)) + others).allSatisfy { $0 == .stored })
+            #expect(try await store.insert(Array(mine.dropFirst(4))).allSatisfy { $0 == .stored })
 
             let newestFirst = mine.reversed().map(\.id)
             #expect(try await store.history(user: "user-1", field: nil, before: nil, limit: 100).map(\.id) == newestFirst)
@@ -192,9 +193,7 @@ struct AuditStoreSuiteTests {
         try await withAuditStores(backend) { database async throws in
             let store = database.store
             #expect(try await store.latestID(user: "user-1") == nil)
-            _ = try await store.insert([.storeTestRow(id: 30), .storeTestRow(id: 10), .storeTestRow(id: 99, user: "user-2")])
-            #expect(try await store.latestID(user: "user-1") == StampID(rawValue: 30))
-            _ = try await store.insert([.storeTestRow(id: 20)])
+            _ = try await store.insert([.storeTestRow(id: 30), .storeTestRow(id: 99, user: "user-2")])
             #expect(try await store.latestID(user: "user-1") == StampID(rawValue: 30))
             _ = try await store.insert([.storeTestRow(id: 40)])
             #expect(try await store.latestID(user: "user-1") == StampID(rawValue: 40))
@@ -203,12 +202,36 @@ struct AuditStoreSuiteTests {
         }
     }
 
+    @Test("a row at or below its user's newest ID is refused with that ID, before the call or earlier in it", arguments: AuditStoreBackend.testable)
+    func rowsBelowTheUsersNewestAreRefused(backend: AuditStoreBackend) async throws {
+        try await withAuditStores(backend, count: 2) { database async throws in
+            let store = database.store
+            #expect(try await store.insert([.storeTestRow(id: 30), .storeTestRow(id: 50, user: "user-2")]) == [.stored, .stored])
+            let latest = StampID(rawValue: 30)!
+            // Through another store (another process): below, equal, and one of another user.
+            #expect(
+                try await database.stores[1].insert([.storeTestRow(id: 10), .storeTestRow(id: 40, user: "user-3"), .storeTestRow(id: 30, key: "again")])
+                    == [.belowLatest(latest), .stored, .belowLatest(latest)]
+            )
+            // Within one call: a row below an earlier one of its user is refused even though the
+            // database stored neither before; another user's rows between change nothing.
+            #expect(
+                try await store.insert([.storeTestRow(id: 60), .storeTestRow(id: 45, user: "user-2"), .storeTestRow(id: 55), .storeTestRow(id: 70)])
+                    == [.stored, .belowLatest(StampID(rawValue: 50)!), .belowLatest(StampID(rawValue: 60)!), .stored]
+            )
+            // A repeat is a repeat whatever its ID.
+            #expect(try await store.insert([.storeTestRow(id: 5, key: "key-30")]) == [.repeated])
+            #expect(try await store.ids(after: nil, limit: 10).map(\.rawValue) == [30, 40, 50, 60, 70])
+            #expect(try await store.history(user: "user-1", field: nil, before: nil, limit: 10).map(\.id.rawValue) == [70, 60, 30])
+        }
+    }
+
     @Test("IDs of every user come in ascending pages", arguments: AuditStoreBackend.testable)
     func idsPaging(backend: AuditStoreBackend) async throws {
         try await withAuditStores(backend) { database async throws in
             let store = database.store
-            let rows = (1...25).map { AuditRow.storeTestRow(id: Int64(26 - $0) * 3, user: "user-\($0 % 4)") }
-            #expect(try await store.insert(rows).allSatisfy { $0 })
+            let rows = (1...25).map { AuditRow.storeTestRow(id: Int64($0) * 3, user: "user-\($0 % 4)") }
+            #expect(try await store.insert(rows).allSatisfy { $0 == .stored })
             let all = rows.map(\.id).sorted()
 
             var pages: [[StampID]] = []
@@ -282,7 +305,7 @@ struct AuditStoreSuiteTests {
             // Every migration has run, so migrating needs nothing the role lacks.
             try await store.migrate()
             let row = AuditRow.storeTestRow(id: 1)
-            #expect(try await store.insert([row, .storeTestRow(id: 2, key: "key-1")]) == [true, false])
+            #expect(try await store.insert([row, .storeTestRow(id: 2, key: "key-1")]) == [.stored, .repeated])
             #expect(try await store.row(id: row.id) == row)
             #expect(try await store.history(user: row.user, field: nil, before: nil, limit: 5) == [row])
 
@@ -323,7 +346,7 @@ struct AuditStoreSuiteTests {
                     group.addTask { try await store.run() }
                     defer { group.cancelAll() }
                     try await store.migrate()
-                    #expect(try await store.insert([.storeTestRow(id: 1)]) == [true])
+                    #expect(try await store.insert([.storeTestRow(id: 1)]) == [.stored])
                     await store.close()
                 }
                 let recorded = try await postgresMigrations(configuration: administration)
@@ -355,6 +378,12 @@ struct AuditStoreSuiteTests {
         let writers = 20
         let rowsPerWriter = 50
         let users = 5
+        // A row refused below its user's newest row goes again with a new, greater ID, as the
+        // service does; IDs come from one counter, so they are unique.
+        final class IDCounter: Sendable {
+            let last = Atomic<Int64>(0)
+        }
+        let counter = IDCounter()
         try await withAuditStores(backend, count: 2) { database async throws in
             let winners = try await withThrowingTaskGroup { group in
                 for writer in 0..<writers {
@@ -362,12 +391,20 @@ struct AuditStoreSuiteTests {
                     group.addTask {
                         var won: [AuditRow] = []
                         for index in 0..<rowsPerWriter {
-                            let row = AuditRow.storeTestRow(
-                                id: Int64(writer * rowsPerWriter + index + 1),
-                                user: "user-\(writer % users)",
-                                key: "key-\(index)"
-                            )
-                            if try await store.insert([row]) == [true] { won.append(row) }
+                            while true {
+                                let row = AuditRow.storeTestRow(
+                                    id: counter.last.add(1, ordering: .relaxed).newValue,
+                                    user: "user-\(writer % users)",
+                                    key: "key-\(index)"
+                                )
+                                let outcome = try await store.insert([row])
+                                if outcome == [.stored] { won.append(row) }
+                                if case .belowLatest(let latest) = outcome[0] {
+                                    #expect(latest >= row.id)
+                                    continue
+                                }
+                                break
+                            }
                         }
                         return won
                     }
@@ -391,7 +428,7 @@ struct AuditStoreSuiteTests {
         let rows = (1...8_000).map { AuditRow.storeTestRow(id: Int64($0)) } + [.storeTestRow(id: 9_000, key: "key-1")]
         try await withAuditStores(backend) { database async throws in
             let stored = try await database.store.insert(rows)
-            #expect(stored == Array(repeating: true, count: 8_000) + [false])
+            #expect(stored == Array(repeating: .stored, count: 8_000) + [.repeated])
             #expect(try await database.store.ids(after: nil, limit: 10_000) == rows.dropLast().map(\.id))
         }
     }
@@ -405,19 +442,17 @@ struct AuditStoreSuiteTests {
             _ = try await store.insert([first])
             let later = AuditRow.storeTestRow(id: 3)
             try await withSQLiteConnection(path) { other in
-                _ = try await other.query("BEGIN IMMEDIATE")
-                _ = try await other.query(
-                    "INSERT INTO stamp_audit_events VALUES (2, 'user-1', 'email', 'a', 'r', NULL, NULL, 'other-key', X'00')"
-                )
+                try await other.execute("BEGIN IMMEDIATE")
+                try await other.execute("INSERT INTO stamp_audit_events VALUES (2, 'user-1', 'email', 'a', 'r', NULL, NULL, 'other-key', X'00')")
                 // A read that waited for the lock would fail after the busy timeout instead.
                 #expect(try await store.row(id: first.id) == first)
                 #expect(try await store.ids(after: nil, limit: 10) == [first.id])
                 try await withThrowingTaskGroup { group in
                     group.addTask {
                         let stored = try await store.insert([later])
-                        #expect(stored == [true])
+                        #expect(stored == [.stored])
                     }
-                    _ = try await other.query("COMMIT")
+                    try await other.execute("COMMIT")
                     try await group.waitForAll()
                 }
             }

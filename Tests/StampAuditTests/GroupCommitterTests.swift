@@ -17,7 +17,7 @@ import Testing
 
         var batches: [[Int64]] { state.withLock { $0.batches } }
 
-        func commit(_ rows: [AuditRow]) async throws(AuditStoreError) -> [Bool] {
+        func commit(_ rows: [AuditRow]) async throws(AuditStoreError) -> [AuditInsertOutcome] {
             let ids = rows.map(\.id.rawValue)
             let count = state.withLock { state in
                 state.batches.append(ids)
@@ -31,7 +31,7 @@ import Testing
                 throw AuditStoreError(.unavailable, "refused")
             }
             // Odd IDs stand for rows whose key was taken.
-            return ids.map { $0 % 2 == 0 }
+            return ids.map { $0 % 2 == 0 ? .stored : .repeated }
         }
 
         /// Waits until `count` commits have started.
@@ -54,7 +54,7 @@ import Testing
     @Test func rowsArrivingDuringACommitGoInTheNextOneTogether() async throws {
         let commits = GatedCommits()
         let committer = GroupCommitter(maxBatch: 100) { rows throws(AuditStoreError) in try await commits.commit(rows) }
-        try await withThrowingTaskGroup(of: (Int64, Bool).self) { group in
+        try await withThrowingTaskGroup(of: (Int64, AuditInsertOutcome).self) { group in
             group.addTask { (2, try await committer.insert(Self.row(2))) }
             await commits.waitForCommits(1)
             // While the first commit runs, 20 more rows queue up.
@@ -65,10 +65,10 @@ import Testing
             commits.release()
             await commits.waitForCommits(2)
             commits.release()
-            var results: [Int64: Bool] = [:]
+            var results: [Int64: AuditInsertOutcome] = [:]
             for try await (id, stored) in group { results[id] = stored }
             #expect(results.count == 21)
-            #expect(results.allSatisfy { $0.value == ($0.key % 2 == 0) }, "each row gets its own answer")
+            #expect(results.allSatisfy { $0.value == ($0.key % 2 == 0 ? .stored : .repeated) }, "each row gets its own answer")
         }
         #expect(commits.batches.count == 2)
         #expect(commits.batches[0] == [2])
@@ -79,7 +79,7 @@ import Testing
     @Test func aFailedCommitFailsExactlyItsRows() async throws {
         let commits = GatedCommits(failing: [5])
         let committer = GroupCommitter(maxBatch: 3) { rows throws(AuditStoreError) in try await commits.commit(rows) }
-        try await withThrowingTaskGroup(of: (Int64, Bool?).self) { group in
+        try await withThrowingTaskGroup(of: (Int64, AuditInsertOutcome?).self) { group in
             group.addTask { (2, try? await committer.insert(Self.row(2))) }
             await commits.waitForCommits(1)
             for id in Int64(4)...8 {
@@ -92,7 +92,7 @@ import Testing
                 await commits.waitForCommits(count)
                 commits.release()
             }
-            var results: [Int64: Bool?] = [:]
+            var results: [Int64: AuditInsertOutcome?] = [:]
             for try await (id, stored) in group { results[id] = stored }
             let failedBatch = try #require(commits.batches.first { $0.contains(5) })
             #expect(failedBatch.count == 3)
