@@ -43,7 +43,10 @@ public struct ValueSealer: Sendable {
     /// Seals `value` for row `id`.
     public func seal(_ value: String, id: StampID, slot: Slot) -> [UInt8] {
         let box = try! AES.GCM.seal(Array(value.utf8), using: key, authenticating: Self.context(id: id, slot: slot))
-        return [Self.format] + Array(box.nonce) + Array(box.ciphertext) + Array(box.tag)
+        // `combined` is nonce ‖ ciphertext ‖ tag, as the format has them; it exists for the default 12-byte nonce.
+        var sealed = [Self.format]
+        sealed.append(contentsOf: box.combined!)
+        return sealed
     }
 
     /// Opens a value sealed for row `id`.
@@ -63,25 +66,26 @@ public struct ValueSealer: Sendable {
     /// A keyed digest (HMAC-SHA256 under a key derived from the data key) of everything a write
     /// request says, so that a retry can be told from a different write without storing values in clear.
     public func digest(of event: AuditEventInput, user: String) -> [UInt8] {
-        var hmac = HMAC<SHA256>(key: digestKey)
+        var message: [UInt8] = []
+        message.reserveCapacity(64 + user.utf8.count + event.field.utf8.count + event.actor.utf8.count + event.reason.utf8.count + (event.before?.utf8.count ?? 0) + (event.after?.utf8.count ?? 0))
         for part in [user, event.field, event.actor, event.reason] {
-            Self.update(&hmac, part)
+            Self.append(part, to: &message)
         }
         for value in [event.before, event.after] {
             if let value {
-                hmac.update(data: [1])
-                Self.update(&hmac, value)
+                message.append(1)
+                Self.append(value, to: &message)
             } else {
-                hmac.update(data: [0])
+                message.append(0)
             }
         }
-        return Array(hmac.finalize())
+        return Array(HMAC<SHA256>.authenticationCode(for: message, using: digestKey))
     }
 
-    private static func update(_ hmac: inout HMAC<SHA256>, _ text: String) {
-        let bytes = Array(text.utf8)
-        hmac.update(data: withUnsafeBytes(of: UInt64(bytes.count).bigEndian) { Array($0) })
-        hmac.update(data: bytes)
+    /// Appends `text` as its length (8 bytes, big-endian) and its UTF-8 bytes.
+    private static func append(_ text: String, to message: inout [UInt8]) {
+        withUnsafeBytes(of: UInt64(text.utf8.count).bigEndian) { message.append(contentsOf: $0) }
+        message.append(contentsOf: text.utf8)
     }
 
     private static func context(id: StampID, slot: Slot) -> [UInt8] {

@@ -115,7 +115,9 @@ struct AuditRoutes<C: Clock<Duration>>: Sendable {
         let (row, replayed) = try await service.record(user: user, idempotencyKey: key, event: event)
         var headers: HTTPFields = [.location: "/v1/events/\(row.id)"]
         if replayed { headers[AuditHeaders.replayed] = "true" }
-        return try Response.json(try render(row, values: nil), status: .created, headers: headers)
+        var document = ByteBufferAllocator().buffer(capacity: 256 + row.user.utf8.count + row.field.utf8.count + row.actor.utf8.count + row.reason.utf8.count)
+        try render(row, values: nil).writeJSON(into: &document)
+        return Response.json(document: document, status: .created, headers: headers)
     }
 
     func history(_ request: Request, context: BasicRequestContext) async throws -> Response {
@@ -192,7 +194,7 @@ struct AuditRoutes<C: Clock<Duration>>: Sendable {
     static func user(_ context: BasicRequestContext) throws -> String {
         // Path segments arrive percent-encoded (`alice%40example` for `alice@example`).
         let raw = context.parameters.get("userId") ?? ""
-        let user = raw.removingPercentEncoding ?? raw
+        let user = raw.utf8.contains(UInt8(ascii: "%")) ? raw.removingPercentEncoding ?? raw : raw
         try check { () throws(AuditInputError) in try AuditLimits.validate(user: user) }
         return user
     }

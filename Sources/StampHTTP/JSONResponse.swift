@@ -15,8 +15,13 @@ enum APIEncoding {
 extension Response {
     /// An `application/json` answer of `value`, not to be cached.
     public static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok, headers: HTTPFields = [:]) throws -> Response {
+        json(document: ByteBuffer(data: try APIEncoding.encoder.encode(value)), status: status, headers: headers)
+    }
+
+    /// An `application/json` answer of a document already written, not to be cached.
+    public static func json(document: ByteBuffer, status: HTTPResponse.Status = .ok, headers: HTTPFields = [:]) -> Response {
         var fields: HTTPFields = [.contentType: "application/json", .cacheControl: "no-store"]
         fields.append(contentsOf: headers)
-        return Response(status: status, headers: fields, body: ResponseBody(byteBuffer: ByteBuffer(data: try APIEncoding.encoder.encode(value))))
+        return Response(status: status, headers: fields, body: ResponseBody(byteBuffer: document))
     }
 }

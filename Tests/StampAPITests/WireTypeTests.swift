@@ -91,3 +91,26 @@ struct WireTypeTests {
         #expect(try Self.decode(HealthStatus.self, #"{"status":"ready","node":3}"#) == HealthStatus(status: .ready, node: 3))
     }
 }
+
+/// The hand-written writer of an audit write's answer writes the very bytes of the `Codable` form.
+@Suite struct AuditEventJSONTests {
+    static let texts = ["", "alice", "support:42", "a \"quoted\" back\\slash / slash", "line\nbreak\ttab\r\u{8}\u{c}", "\u{0}\u{1}\u{1f}\u{7f}", "é ü 🙂 \u{2028}", String(repeating: "x", count: 300)]
+
+    static let events: [AuditEvent] = texts.flatMap { text in
+        [
+            AuditEvent(id: StampID(rawValue: 251_394_882_554_298_368)!, userId: text, field: "email", actor: text, reason: text, shard: 3, recordedAt: "2026-12-01T17:00:00.000Z", values: nil),
+            AuditEvent(id: StampID(rawValue: 0)!, userId: "u", field: text, actor: "a", reason: "", shard: 0, recordedAt: "2025-01-01T00:00:00.000Z", values: .init(before: text, after: nil)),
+            AuditEvent(id: StampID(rawValue: Int64.max)!, userId: "u", field: "f", actor: "a", reason: "r", shard: 31, recordedAt: "x", values: .init(before: nil, after: text)),
+        ]
+    }
+
+    @Test(arguments: events)
+    func handWrittenIsTheCodableBytes(event: AuditEvent) throws {
+        var buffer = ByteBuffer()
+        event.writeJSON(into: &buffer)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        #expect(String(buffer: buffer) == String(decoding: try encoder.encode(event), as: UTF8.self))
+        #expect(try JSONDecoder().decode(AuditEvent.self, from: Data(buffer.readableBytesView)) == event)
+    }
+}
