@@ -1,4 +1,5 @@
 import Logging
+import Metrics
 import ServiceLifecycle
 import StampAudit
 import StampAuditStore
@@ -60,8 +61,16 @@ public final class ShardSet: Service, Sendable {
                 logger.error("shard unavailable", metadata: ["stamp.shard": "\(shard.id)", "stamp.error": "\(error)"])
                 throw error
             }
+            let dimensions = [("shard", "\(shard.id)")]
+            let commits = Timer(label: "stamp_audit_commit_duration_seconds", dimensions: dimensions)
+            let committedRows = Counter(label: "stamp_audit_committed_rows_total", dimensions: dimensions)
             let committer = GroupCommitter(maxBatch: maxBatch, maxConcurrentCommits: commitsPerShard(shard)) { rows throws(AuditStoreError) in
-                try await store.insert(rows)
+                let started = ContinuousClock.now
+                defer {
+                    commits.record(duration: started.duration(to: .now))
+                    committedRows.increment(by: rows.count)
+                }
+                return try await store.insert(rows)
             }
             let added = shards.withLock { open in
                 guard open[shard.id] == nil else { return false }

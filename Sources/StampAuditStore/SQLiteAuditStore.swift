@@ -9,7 +9,8 @@ import StampDatabase
 ///
 /// Every audit server process on the machine opens the shard's file (see ``SQLiteDatabase``):
 /// the process's one writing connection runs each insert call as one `BEGIN IMMEDIATE`
-/// transaction with prepared statements it keeps, and reads run on connections of their own.
+/// transaction with prepared statements it keeps, and reads run on connections of their own. An
+/// insert returns once its rows are on disk.
 public final class SQLiteAuditStore: AuditStore {
     private let database: SQLiteDatabase
     private let logger: Logger
@@ -70,8 +71,15 @@ public final class SQLiteAuditStore: AuditStore {
         try await rows("read a row", SQL.rowByID, [id.rawValue]).first
     }
 
+    /// The row `user` wrote under `idempotencyKey`, once on disk: a retry's answer rests on it.
     public func row(user: String, idempotencyKey: String) async throws(AuditStoreError) -> AuditRow? {
-        try await rows("read a row", SQL.rowByKey, [user, idempotencyKey]).first
+        guard let row = try await rows("read a row", SQL.rowByKey, [user, idempotencyKey]).first else { return nil }
+        do {
+            try await database.syncCommitted()
+        } catch {
+            throw Self.wrap(error, action: "sync a row read", logger: logger)
+        }
+        return row
     }
 
     public func history(user: String, field: String?, before: StampID?, limit: Int) async throws(AuditStoreError) -> [AuditRow] {
