@@ -57,8 +57,9 @@ public final class GroupCommitter: Sendable {
 
     /// - Parameters:
     ///   - maxBatch: Most rows in one commit.
-    ///   - maxConcurrentCommits: Most commits running at once: 1 for SQLite (one writer per
-    ///     file), a few for PostgreSQL.
+    ///   - maxConcurrentCommits: Most commits running at once: a few, so that one group is
+    ///     written while the one before waits for the disk (SQLite runs them on its one writer
+    ///     in turn; PostgreSQL runs them side by side).
     ///   - commit: Stores rows in one transaction; ``AuditStore/insert(_:)``.
     public init(maxBatch: Int = 512, maxConcurrentCommits: Int = 1, commit: @escaping Commit) {
         precondition(maxBatch >= 1 && maxConcurrentCommits >= 1)

@@ -8,12 +8,13 @@ import StampShardMap
 public struct AuditServiceConfiguration: Sendable {
     /// How many commits may run at once on one shard, by the backend of its database.
     public struct CommitPolicy: Sendable, Hashable {
-        /// On an SQLite shard (default 1: SQLite has one writer).
+        /// On an SQLite shard (default 2: SQLite has one writer, so one group commits while the
+        /// one before it waits for its `fsync`).
         public var sqlite: Int
         /// On a PostgreSQL shard (default 4).
         public var postgres: Int
 
-        public init(sqlite: Int = 1, postgres: Int = 4) {
+        public init(sqlite: Int = 2, postgres: Int = 4) {
             self.sqlite = sqlite
             self.postgres = postgres
         }
