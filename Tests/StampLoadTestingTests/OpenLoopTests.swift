@@ -116,6 +116,46 @@ struct OpenLoopRunnerTests {
         #expect(started.finished.load(ordering: .relaxed) == 1)
     }
 
+    @Test func withAWakeIntervalTheDueRequestsAreHandedOverTogetherAndEachCountsUntilFinished() async {
+        let clock = ManualClock()
+        let runner = OpenLoopRunner(clock: clock, inFlightLimit: 5, wakeInterval: .milliseconds(10))
+        let batches = Recorded<[Int64]>()
+        let notStarted = Recorded<Int64>()
+        let start = clock.now
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                // 1,000 requests a second for 25 ms: one due each millisecond.
+                await runner.run(OpenLoopSchedule(rates: [1000], duration: .milliseconds(25)), from: start) { due in
+                    batches.append(due.map(\.slot.index))
+                    #expect(due.allSatisfy { $0.due == start.advanced(by: $0.slot.offset) }, "each keeps its own due instant")
+                } notStarted: { slot in
+                    notStarted.append(slot.index)
+                }
+            }
+            // The first is due at once; the next wake-up is 10 ms later, not 1 ms.
+            await clock.waitForSleepers(count: 1)
+            #expect(batches.all == [[0]])
+            clock.advance(by: .milliseconds(10))
+            await clock.waitForSleepers(count: 1)
+            // Slots 1 to 10 came due: 4 fit under the limit of 5 in flight, the rest are not started.
+            #expect(batches.all == [[0], [1, 2, 3, 4]])
+            #expect(notStarted.all == Array(5...10))
+            for _ in 0..<5 { runner.finished() }
+            clock.advance(by: .milliseconds(10))
+            await clock.waitForSleepers(count: 1)
+            #expect(batches.all.last == [11, 12, 13, 14, 15])
+            for _ in 0..<5 { runner.finished() }
+            clock.advance(by: .milliseconds(10))
+            // The run ends once every request handed over has finished.
+            while runner.inFlight < 4 { await Task.yield() }
+            #expect(runner.inFlight == 4)
+            for _ in 0..<4 { runner.finished() }
+        }
+        #expect(batches.all.last == [21, 22, 23, 24])
+        #expect(notStarted.all == Array(5...10) + Array(16...20))
+        #expect(runner.inFlight == 0)
+    }
+
     @Test func theProgressTickerTicksEverySecondUntilItsLastInstant() async {
         let clock = ManualClock()
         let ticks = Recorded<Int>()

@@ -27,6 +27,9 @@ public struct DemoConfiguration: Sendable {
     public var duration: Duration = .seconds(10)
     /// Audit writes per second, started on a fixed schedule.
     public var rate = 500
+    /// Single-ID requests per second straight at the generator nodes, as an application server that
+    /// is not the audit service makes them (through StampClient, no prefetch); 0 makes none.
+    public var idRate = 1000
     /// How many users the writes are spread over.
     public var users = 10_000
     /// The fraction of requests that are history reads, from 0 up to (not including) 1.
@@ -45,9 +48,15 @@ public struct DemoConfiguration: Sendable {
     public static let generatorCount = 3
     public static let auditServerCount = 3
     public static let shardCount = 3
-    /// Most requests in flight at once; a request due past it is not started. The HTTP client's
-    /// pool queues what its connections cannot take, and a long queue only adds latency.
+    /// Most requests of one kind (audit requests, ID requests) in flight at once; a request due past
+    /// it is not started. Requests queue on the connections while all are busy, and a long queue
+    /// only adds latency.
     public static let inFlightLimit = 1024
+    /// Keep-alive connections the driver opens to each place audit requests go (the balancer, or
+    /// each audit server).
+    public static let connectionsPerTarget = 64
+    /// The driver starts the requests due at most once per this interval, together.
+    public static let wakeInterval = Duration.milliseconds(1)
     /// The client policy of the seed: per-attempt timeout, then up to 3 retries 1 s apart.
     public static let attemptTimeout = TimeAmount.seconds(2)
     public static let retries = 3

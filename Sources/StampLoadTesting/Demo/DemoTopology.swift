@@ -1,7 +1,10 @@
 import AsyncHTTPClient
 import Foundation
 import Logging
+import NIOCore
+import NIOPosix
 import StampAudit
+import StampClient
 import StampDatabase
 import StampShardMap
 
@@ -47,9 +50,10 @@ struct DemoTopology: Sendable {
         let mapPath = folder.appendingPathComponent("shard-map.json").path
         try ShardMap.even(databases: databases.shards).write(to: mapPath)
 
-        let generatorURLs = try await startServers(count: DemoConfiguration.generatorCount, name: "generator", http: http, logs: logs, ports: ports) { portFile in
+        let generators = try await startServers(count: DemoConfiguration.generatorCount, name: "generator", http: http, logs: logs, ports: ports) { portFile in
             (["serve", "--listen", "127.0.0.1:0", "--port-file", portFile, "--store", databases.coordination.text, "--shard-map", mapPath, "--log-level", level], [:])
         }
+        let generatorURLs = generators.map(\.url)
         output.note("  generators:    \(generatorURLs.joined(separator: " ")) (coordination store: \(databases.kind))")
 
         let secrets = [
@@ -57,9 +61,11 @@ struct DemoTopology: Sendable {
             "STAMP_AUDIT_WRITER_TOKEN": writerToken,
             "STAMP_AUDIT_READER_TOKEN": readerToken,
         ]
-        let auditURLs = try await startServers(count: DemoConfiguration.auditServerCount, name: "audit", http: http, logs: logs, ports: ports) { portFile in
+        let auditServers = try await startServers(count: DemoConfiguration.auditServerCount, name: "audit", http: http, logs: logs, ports: ports) { portFile in
             (["audit", "serve", "--listen", "127.0.0.1:0", "--port-file", portFile, "--shard-map", mapPath, "--generators", generatorURLs.joined(separator: ","), "--log-level", level], secrets)
         }
+        let auditURLs = auditServers.map(\.url)
+        var processes = Processes(balancer: nil, auditServers: auditServers.map(\.process), generators: generators.map(\.process))
         output.note("  audit servers: \(auditURLs.joined(separator: " ")) (\(DemoConfiguration.shardCount) shards: \(databases.kind))")
 
         let setting = "\(DemoConfiguration.generatorCount) generators, \(DemoConfiguration.auditServerCount) audit servers, \(DemoConfiguration.shardCount) shards on \(databases.kind)"
@@ -68,7 +74,7 @@ struct DemoTopology: Sendable {
             let spread = "the driver spreads requests round-robin over \(auditURLs.count) audit servers"
             let balancing = configuration.balancing == .driver ? "no load balancer: \(spread)" : "no load balancer installed: \(spread)"
             output.note("  load balancer: none; \(spread)")
-            return try await driveAndVerify(http: http, targets: AuditTargets(bases: auditURLs), topology: "\(setting), \(balancing)")
+            return try await driveAndVerify(http: http, targets: AuditTargets(bases: auditURLs), generatorURLs: generatorURLs, processes: processes, topology: "\(setting), \(balancing)")
         }
         let listener = try LoopbackListener()
         let balancer: ChildProcess
@@ -79,11 +85,23 @@ struct DemoTopology: Sendable {
         let balancerURL = "http://127.0.0.1:\(listener.port)"
         try await Readiness.waitUntilReady(balancer, url: "\(balancerURL)/health/ready", http: http)
         output.note("  load balancer: haproxy \(haproxy.version) at \(balancerURL)")
-        return try await driveAndVerify(http: http, targets: AuditTargets(bases: [balancerURL]), topology: "\(setting), load balancer: haproxy \(haproxy.version) on 127.0.0.1:\(listener.port)")
+        processes.balancer = balancer
+        return try await driveAndVerify(http: http, targets: AuditTargets(bases: [balancerURL]), generatorURLs: generatorURLs, processes: processes, topology: "\(setting), load balancer: haproxy \(haproxy.version) on 127.0.0.1:\(listener.port)")
+    }
+
+    /// The processes the load goes through, whose CPU time the report shows.
+    struct Processes {
+        var balancer: ChildProcess?
+        var auditServers: [ChildProcess]
+        var generators: [ChildProcess]
+
+        func sampleCPU() -> CPUShares.Sample {
+            CPUShares.sample(balancer: balancer?.processIdentifier, auditServers: auditServers.map(\.processIdentifier), generators: generators.map(\.processIdentifier))
+        }
     }
 
     /// Starts `count` servers on port 0, each told by `command` (given its port file) what to run,
-    /// and returns their base URLs once each is ready.
+    /// and returns their base URLs and processes once each is ready.
     private func startServers(
         count: Int,
         name: String,
@@ -91,7 +109,7 @@ struct DemoTopology: Sendable {
         logs: URL,
         ports: URL,
         command: (String) -> (arguments: [String], environment: [String: String])
-    ) async throws -> [String] {
+    ) async throws -> [(url: String, process: ChildProcess)] {
         let servers = try (0..<count).map { index in
             let portFile = ports.appendingPathComponent("\(name)-\(index)").path
             let (arguments, environment) = command(portFile)
@@ -105,63 +123,79 @@ struct DemoTopology: Sendable {
             ))
             return (child, portFile)
         }
-        var urls: [String] = []
+        var started: [(url: String, process: ChildProcess)] = []
         for (child, portFile) in servers {
             let url = "http://127.0.0.1:\(try await Readiness.port(writtenTo: portFile, by: child))"
             try await Readiness.waitUntilReady(child, url: "\(url)/health/ready", http: http)
-            urls.append(url)
+            started.append((url, child))
         }
-        return urls
+        return started
     }
 
     /// Drives the load, then reads every written user's history back and reports.
-    private func driveAndVerify(http: HTTPClient, targets: AuditTargets, topology: String) async throws -> DemoOutcome {
+    private func driveAndVerify(http: HTTPClient, targets: AuditTargets, generatorURLs: [String], processes: Processes, topology: String) async throws -> DemoOutcome {
         let output = self.output
         let users = UserLedger(users: configuration.users)
         @Sendable func firstOfReason(_ kind: String) -> @Sendable (RequestRecorder.Outcome, String, String) -> Void {
             { outcome, reason, detail in
                 switch outcome {
-                case .failed: output.note("first failed \(kind) (\(reason))")
+                case .failed: output.note("first failed \(kind) (\(detail))")
                 case .notStarted: output.note("a request was not started: \(detail); the machine cannot keep up with the rate")
                 }
             }
         }
         let writes = RequestRecorder(firstOfReason: firstOfReason("write"))
         let reads = RequestRecorder(firstOfReason: firstOfReason("read"))
-        let traffic = AuditTraffic(http: http, targets: targets, writerToken: writerToken, readerToken: readerToken, users: users, writes: writes, reads: reads)
+        let idCalls = RequestRecorder(firstOfReason: firstOfReason("ID request"))
 
         let clock = ContinuousClock()
-        let runner = OpenLoopRunner(clock: clock, inFlightLimit: DemoConfiguration.inFlightLimit)
+        let auditRunner = OpenLoopRunner(clock: clock, inFlightLimit: DemoConfiguration.inFlightLimit, wakeInterval: DemoConfiguration.wakeInterval)
+        let idRunner = OpenLoopRunner(clock: clock, inFlightLimit: DemoConfiguration.inFlightLimit, wakeInterval: DemoConfiguration.wakeInterval)
+        let clients = try await connect(to: targets)
+        let traffic = AuditTraffic(clients: clients, writerToken: writerToken, readerToken: readerToken, users: users, writes: writes, reads: reads, runner: auditRunner)
+        // An application server that is not the audit service: single-ID requests, the seed's policy, no prefetch.
+        var idPolicy = StampClientConfiguration(nodes: generatorURLs)
+        idPolicy.coalescing = nil
+        let ids = LoadClient(client: StampIDClient(configuration: idPolicy, logger: logger), ids: IDLedger(), calls: idCalls)
+
         let writeRate = Double(configuration.rate)
-        let schedule = OpenLoopSchedule(rates: [writeRate, writeRate * configuration.readFraction / (1 - configuration.readFraction)], duration: configuration.duration)
-        let userCount = configuration.users
+        let auditSchedule = OpenLoopSchedule(rates: [writeRate, writeRate * configuration.readFraction / (1 - configuration.readFraction)], duration: configuration.duration)
+        let idSchedule = OpenLoopSchedule(rates: [Double(configuration.idRate)], duration: configuration.duration)
+        let servedBefore = await Self.generatorCounts(generatorURLs, http: http)
+        let cpuBefore = processes.sampleCPU()
         let started = clock.now
         await withTaskGroup(of: Void.self) { group in
+            group.addTask { try? await ids.client.run() }
             group.addTask {
                 await ProgressTicker.run(clock: clock, from: started) { seconds in
-                    let (written, read) = (writes.drainWindow(), reads.drainWindow())
+                    let (written, read, issued) = (writes.drainWindow(), reads.drainWindow(), idCalls.drainWindow())
                     let p99 = LatencySummary(written.latencies, decimals: DemoReport.decimals).milliseconds(0.99)
-                    output.progress("t=\(seconds)s writes/s=\(written.answered) reads/s=\(read.answered) failed=\(written.unanswered + read.unanswered) in_flight=\(runner.inFlight) p99_ms=\(p99)")
+                    output.progress("t=\(seconds)s writes/s=\(written.answered) reads/s=\(read.answered) ids/s=\(issued.answered) failed=\(written.unanswered + read.unanswered + issued.unanswered) in_flight=\(auditRunner.inFlight) p99_ms=\(p99)")
                 }
             }
-            await runner.run(schedule, from: started) { slot, scheduled in
-                let user = Int.random(in: 0..<userCount)
-                guard slot.stream == 0 else {
-                    await traffic.read(user: user, scheduled: scheduled)
-                    return
+            await withTaskGroup(of: Void.self) { drivers in
+                drivers.addTask {
+                    await withTaskCancellationHandler {
+                        await auditRunner.run(auditSchedule, from: started) { due in
+                            traffic.eventLoop.execute { traffic.start(due) }
+                        } notStarted: { slot in
+                            let reason = "over \(DemoConfiguration.inFlightLimit) requests in flight"
+                            (slot.stream == 0 ? writes : reads).notStarted(reason: "not started: \(reason)", detail: reason)
+                        }
+                    } onCancel: {
+                        traffic.cancel()
+                    }
                 }
-                guard let claim = users.claim(near: user) else {
-                    writes.notStarted(reason: "not started: no user without a write in flight", detail: "no user without a write in flight")
-                    return
+                drivers.addTask {
+                    await ids.openLoop(shard: 0, schedule: idSchedule, runner: idRunner, from: started)
                 }
-                await traffic.write(claim, scheduled: scheduled)
-            } notStarted: { slot in
-                let reason = "over \(DemoConfiguration.inFlightLimit) requests in flight"
-                (slot.stream == 0 ? writes : reads).notStarted(reason: "not started: \(reason)", detail: reason)
             }
             group.cancelAll()
         }
         let drove = started.duration(to: clock.now)
+        let cpu = CPUShares(from: cpuBefore, to: processes.sampleCPU(), elapsed: drove)
+        let served = await Self.generatorCounts(generatorURLs, http: http) - servedBefore
+        for client in clients { try? await client.close().get() }
         try Task.checkCancellation()
 
         let snapshot = users.snapshot()
@@ -175,10 +209,43 @@ struct DemoTopology: Sendable {
             reads: reads.total,
             users: snapshot,
             verification: verification,
+            directIDs: DemoReport.DirectIDs(calls: idCalls.total, ledger: ids.ids.totals, retries: ids.client.statistics.retries),
+            served: served,
+            cpu: cpu,
             drove: drove,
             checked: checkStarted.duration(to: clock.now)
         )
         return report.passed ? .passed(report) : .failedChecks(report)
+    }
+
+    /// A client of keep-alive connections to each of `targets`, on one event loop.
+    private func connect(to targets: AuditTargets) async throws -> [PipelinedHTTPClient] {
+        let eventLoop = MultiThreadedEventLoopGroup.singleton.next()
+        var clients: [PipelinedHTTPClient] = []
+        for base in targets.bases {
+            guard let url = URLComponents(string: base), let host = url.host, let port = url.port else {
+                throw LoadTestingError(.setupFailed, "\(base) is not an http://HOST:PORT address")
+            }
+            do {
+                clients.append(try await PipelinedHTTPClient.connect(host: host, port: port, connections: DemoConfiguration.connectionsPerTarget, eventLoop: eventLoop))
+            } catch {
+                for client in clients { try? await client.close().get() }
+                throw LoadTestingError(.setupFailed, "cannot open the driver's connections to \(base)", cause: error)
+            }
+        }
+        return clients
+    }
+
+    /// What the generator nodes at `urls` have served so far, from their `/metrics`.
+    static func generatorCounts(_ urls: [String], http: HTTPClient) async -> GeneratorCounts {
+        var counts = GeneratorCounts()
+        for url in urls {
+            guard let response = try? await http.execute(HTTPClientRequest(url: "\(url)/metrics"), timeout: .seconds(5)),
+                  let body = try? await response.body.collect(upTo: 16 << 20), response.status == .ok
+            else { continue }
+            counts = counts + GeneratorCounts(metrics: Substring(String(buffer: body)))
+        }
+        return counts
     }
 
     /// Where the coordination store and the shards live: SQLite files in the folder, or PostgreSQL databases created fresh.
