@@ -43,30 +43,66 @@ public struct OpenLoopSchedule: Sendable {
     }
 }
 
-/// Starts the requests of a schedule at their times on a clock and bounds how many are in flight.
+/// The timing of an open-loop run: at each wake-up, which requests of a schedule are due, and
+/// when to wake next. A pure value that a runner feeds the time it woke at; the runner sleeps and
+/// starts the requests.
+///
+/// With a `wakeInterval` the next wake-up is never sooner than that after the last one, and every
+/// request due by then is handed out together, so that a high rate costs one wake-up per interval
+/// instead of one per request; each request keeps its own due instant, from which latency counts.
+public struct OpenLoopPacer<Instant: InstantProtocol>: Sendable where Instant.Duration == Duration {
+    /// A request due: its slot and the instant it was due.
+    public typealias Due = (slot: OpenLoopSchedule.Slot, due: Instant)
+
+    public let start: Instant
+    /// The least time between two wake-ups; zero wakes for each request at its time.
+    public let wakeInterval: Duration
+    private var schedule: OpenLoopSchedule
+    private var next: OpenLoopSchedule.Slot?
+    private var lastWake: Instant?
+
+    public init(_ schedule: OpenLoopSchedule, from start: Instant, wakeInterval: Duration = .zero) {
+        self.schedule = schedule
+        self.start = start
+        self.wakeInterval = wakeInterval
+        next = self.schedule.nextSlot()
+    }
+
+    /// When to wake next: when the next request is due, but no sooner than `wakeInterval` after
+    /// the last wake-up; `nil` once every request has been handed out.
+    public var nextWake: Instant? {
+        guard let next else { return nil }
+        let due = start.advanced(by: next.offset)
+        guard let lastWake else { return due }
+        return max(due, lastWake.advanced(by: wakeInterval))
+    }
+
+    /// The requests due by `now`, in schedule order: what a runner that woke at `now` starts.
+    public mutating func wake(at now: Instant) -> [Due] {
+        lastWake = now
+        var due: [Due] = []
+        while let slot = next, start.advanced(by: slot.offset) <= now {
+            due.append((slot, start.advanced(by: slot.offset)))
+            next = schedule.nextSlot()
+        }
+        return due
+    }
+}
+
+/// Starts the requests of a schedule at their times on a clock, each in a task of its own, and
+/// bounds how many are in flight.
 ///
 /// A request whose time has come is started then even when earlier ones have not been answered
 /// (open loop), so that a slow answer cannot hide the queue behind it; a run that wakes late
 /// starts every request already due at once. A request due while `inFlightLimit` are in flight
-/// is not started: a driver that cannot keep up would otherwise queue without bound. With a
-/// `wakeInterval` the runner wakes at most once per interval and starts together every request
-/// due by then, so that a high rate costs one wake-up per interval instead of one per request
-/// (latency still counts from each request's due instant).
+/// is not started: a driver that cannot keep up would otherwise queue without bound. The
+/// wake-ups are an ``OpenLoopPacer``'s.
 public final class OpenLoopRunner<C: Clock>: Sendable where C.Duration == Duration {
-    /// A request to start: its slot and the instant it was due.
-    public typealias Due = (slot: OpenLoopSchedule.Slot, due: C.Instant)
-
     public let clock: C
     public let inFlightLimit: Int
-    /// The least time between two wake-ups; zero wakes for each request at its time.
+    /// The least time between two wake-ups (see ``OpenLoopPacer``).
     public let wakeInterval: Duration
-
-    private struct State {
-        var running = 0
-        var idle: CheckedContinuation<Void, Never>?
-    }
-
-    private let state = Mutex(State())
+    private let running = Atomic<Int>(0)
 
     public init(clock: C, inFlightLimit: Int, wakeInterval: Duration = .zero) {
         self.clock = clock
@@ -75,93 +111,39 @@ public final class OpenLoopRunner<C: Clock>: Sendable where C.Duration == Durati
     }
 
     /// Requests started and not yet finished.
-    public var inFlight: Int { state.withLock { $0.running } }
+    public var inFlight: Int { running.load(ordering: .relaxed) }
 
-    /// Runs `schedule` from `start`, calling `request`, each in a task of its own, for each due slot
-    /// with its due instant, or `notStarted` when too many are in flight; returns when every
-    /// started request has finished. Cancellation stops the schedule; the requests already
-    /// started are waited for.
+    /// Runs `schedule` from `start`, calling `request` for each due slot with its due instant, or
+    /// `notStarted` when too many are in flight; returns when every started request has finished.
+    /// Cancellation stops the schedule; the requests already started are waited for.
     public func run(
         _ schedule: OpenLoopSchedule,
         from start: C.Instant,
         request: @escaping @Sendable (OpenLoopSchedule.Slot, C.Instant) async -> Void,
         notStarted: (OpenLoopSchedule.Slot) -> Void
     ) async {
+        var pacer = OpenLoopPacer(schedule, from: start, wakeInterval: wakeInterval)
         await withDiscardingTaskGroup { group in
-            await drive(schedule, from: start, notStarted: notStarted) { due in
-                for (slot, instant) in due {
+            while let wake = pacer.nextWake {
+                if wake > clock.now {
+                    do {
+                        try await clock.sleep(until: wake, tolerance: nil)
+                    } catch {
+                        break
+                    }
+                }
+                for (slot, due) in pacer.wake(at: clock.now) {
+                    guard running.load(ordering: .relaxed) < inFlightLimit else {
+                        notStarted(slot)
+                        continue
+                    }
+                    running.add(1, ordering: .relaxed)
                     group.addTask {
-                        await request(slot, instant)
-                        self.finished()
+                        await request(slot, due)
+                        self.running.subtract(1, ordering: .relaxed)
                     }
                 }
             }
-        }
-    }
-
-    /// Runs `schedule` from `start`, handing `startRequests` the requests due at each wake-up,
-    /// or `notStarted` each request due while too many are in flight; each request handed over
-    /// counts as in flight until ``finished()`` is called for it, and the run returns when every
-    /// one has finished. For a driver that starts requests without a task each. Cancellation
-    /// stops the schedule; the requests already started are waited for.
-    public func run(
-        _ schedule: OpenLoopSchedule,
-        from start: C.Instant,
-        startRequests: ([Due]) -> Void,
-        notStarted: (OpenLoopSchedule.Slot) -> Void
-    ) async {
-        await drive(schedule, from: start, notStarted: notStarted, startRequests: startRequests)
-        await withCheckedContinuation { continuation in
-            let idle = state.withLock { state in
-                if state.running == 0 { return true }
-                state.idle = continuation
-                return false
-            }
-            if idle { continuation.resume() }
-        }
-    }
-
-    /// Ends one request handed over by ``run(_:from:startRequests:notStarted:)``.
-    public func finished() {
-        let idle = state.withLock { state in
-            state.running -= 1
-            defer { if state.running == 0 { state.idle = nil } }
-            return state.running == 0 ? state.idle : nil
-        }
-        idle?.resume()
-    }
-
-    private func drive(_ schedule: OpenLoopSchedule, from start: C.Instant, notStarted: (OpenLoopSchedule.Slot) -> Void, startRequests: ([Due]) -> Void) async {
-        var schedule = schedule
-        var next = schedule.nextSlot()
-        var lastWake: C.Instant?
-        while let first = next {
-            var wake = start.advanced(by: first.offset)
-            if let lastWake, lastWake.advanced(by: wakeInterval) > wake { wake = lastWake.advanced(by: wakeInterval) }
-            if wake > clock.now {
-                do {
-                    try await clock.sleep(until: wake, tolerance: nil)
-                } catch {
-                    break
-                }
-            }
-            let now = clock.now
-            lastWake = now
-            var due: [Due] = []
-            while let slot = next, start.advanced(by: slot.offset) <= now {
-                let started = state.withLock { state in
-                    guard state.running < inFlightLimit else { return false }
-                    state.running += 1
-                    return true
-                }
-                if started {
-                    due.append((slot, start.advanced(by: slot.offset)))
-                } else {
-                    notStarted(slot)
-                }
-                next = schedule.nextSlot()
-            }
-            if !due.isEmpty { startRequests(due) }
         }
     }
 }

@@ -70,6 +70,21 @@ struct ServedAndCPUTests {
         #expect(GeneratorCounts(metrics: "") == GeneratorCounts())
     }
 
+    @Test func aSumTakesTheSeriesOfItsMetricWithEveryLabelAsked() {
+        let text: Substring = """
+        stamp_http_request_duration_seconds_count{route="/v1/users/{userId}/events",status="201"} 40
+        stamp_http_request_duration_seconds_count{route="/v1/users/{userId}/events",status="200"} 2
+        stamp_http_request_duration_seconds_count{route="/v1/users/{userId}/events/latest",status="200"} 5
+        stamp_http_request_duration_seconds_count{route="/health/ready",status="200"} 9
+        stamp_http_request_duration_seconds_count_other{route="/v1/users/{userId}/events"} 100
+        stamp_lease_held 1
+        """
+        #expect(PrometheusText.sum("stamp_http_request_duration_seconds_count", labels: [#"route="/v1/"#], in: text) == 47)
+        #expect(PrometheusText.sum("stamp_http_request_duration_seconds_count", labels: [#"route="/v1/users/{userId}/events""#, #"status="201""#], in: text) == 40)
+        #expect(PrometheusText.sum("stamp_lease_held", in: text) == 1)
+        #expect(PrometheusText.sum("stamp_missing", in: text) == 0)
+    }
+
     @Test func cpuTimeIsUserPlusSystemTicks() {
         // Fields 14 and 15 (utime, stime) after a command with a space and a parenthesis in it.
         let line = "4242 (stamp (demo)) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 9 0 100 0 0"

@@ -136,6 +136,7 @@ struct ReportTests {
         #expect(lines.contains("rows:              4 (shard 0: 1, shard 1: 3)"))
         #expect(lines.contains("ID requests:       3 answered, 0 failed, 0 not started (1000/s scheduled straight at the generators through StampClient, no prefetch), 1 retries, p99 3.0 ms"))
         #expect(lines.contains("generators served: 60 ID requests/s, 500 IDs/s (their /metrics: the audit servers' requests and the direct ones)"))
+        #expect(lines.contains("audit servers:     answered 3, 2, 2 API requests (their /metrics: the balance)"))
         #expect(lines.contains("cpu while driving: driver 0.30 cores (15 % of the machine), balancer 0.05, audit servers 1.00, generators 0.10"))
         #expect(lines.contains("duplicates:        0 among 7 IDs (every stored row's and every direct ID request's)"))
         #expect(lines.contains("result:            passed"))
@@ -184,6 +185,7 @@ struct ReportTests {
             verification: verification,
             directIDs: direct,
             served: GeneratorCounts(requests: 120, ids: 1000),
+            auditRequests: [3, 2, 2],
             cpu: CPUShares(driver: 0.3, balancer: 0.05, auditServers: 1, generators: 0.1, machineCores: 2),
             drove: .seconds(2),
             checked: .milliseconds(100)

@@ -58,8 +58,8 @@ enum WriteAttemptOutcome: Equatable {
 /// The demo's requests to the audit API, all on one event loop with no task per request: writes
 /// retried with their idempotency key under the seed's policy, and history reads.
 ///
-/// Its methods are called on ``eventLoop`` only; ``start(_:)`` is where the open-loop runner's due
-/// requests come in, and each one ends with the runner's ``OpenLoopRunner/finished()``.
+/// Its methods are called on ``eventLoop`` only; ``start(_:scheduled:)`` is where the open loop's
+/// due requests come in, and each one ends with the open loop's ``EventLoopOpenLoop/finished()``.
 final class AuditTraffic: @unchecked Sendable {
     let eventLoop: any EventLoop
     /// The balancer's client alone, or one client per audit server, taken in turn.
@@ -67,7 +67,7 @@ final class AuditTraffic: @unchecked Sendable {
     let users: UserLedger
     let writes: RequestRecorder
     let reads: RequestRecorder
-    let runner: OpenLoopRunner<ContinuousClock>
+    let runner: EventLoopOpenLoop
     private let writerHeaders: HTTPHeaders
     private let readerHeaders: HTTPHeaders
     /// Makes this run's idempotency keys unique.
@@ -79,7 +79,7 @@ final class AuditTraffic: @unchecked Sendable {
     /// The largest write answer kept.
     static let writeAnswerLimit = 64 * 1024
 
-    init(clients: [PipelinedHTTPClient], writerToken: String, readerToken: String, users: UserLedger, writes: RequestRecorder, reads: RequestRecorder, runner: OpenLoopRunner<ContinuousClock>) {
+    init(clients: [PipelinedHTTPClient], writerToken: String, readerToken: String, users: UserLedger, writes: RequestRecorder, reads: RequestRecorder, runner: EventLoopOpenLoop) {
         precondition(!clients.isEmpty, "requests need somewhere to go")
         eventLoop = clients[0].eventLoop
         self.clients = clients
@@ -91,23 +91,20 @@ final class AuditTraffic: @unchecked Sendable {
         readerHeaders = ["Authorization": "Bearer \(readerToken)"]
     }
 
-    /// Starts the requests that came due: stream 0 writes, stream 1 reads, each of a random user.
-    func start(_ due: [OpenLoopRunner<ContinuousClock>.Due]) {
+    /// Starts a request that came due: stream 0 writes, stream 1 reads, each of a random user.
+    func start(_ slot: OpenLoopSchedule.Slot, scheduled: ContinuousClock.Instant) {
         eventLoop.assertInEventLoop()
-        let userCount = users.count
-        for (slot, scheduled) in due {
-            let user = Int.random(in: 0..<userCount)
-            guard slot.stream == 0 else {
-                read(user: user, scheduled: scheduled)
-                continue
-            }
-            guard let claim = users.claim(near: user) else {
-                writes.notStarted(reason: "not started: no user without a write in flight", detail: "no user without a write in flight")
-                runner.finished()
-                continue
-            }
-            write(claim, scheduled: scheduled)
+        let user = Int.random(in: 0..<users.count)
+        guard slot.stream == 0 else {
+            read(user: user, scheduled: scheduled)
+            return
         }
+        guard let claim = users.claim(near: user) else {
+            writes.notStarted(reason: "not started: no user without a write in flight", detail: "no user without a write in flight")
+            runner.finished()
+            return
+        }
+        write(claim, scheduled: scheduled)
     }
 
     /// Stops retrying and closes the connections, from any thread: what is in flight fails, and

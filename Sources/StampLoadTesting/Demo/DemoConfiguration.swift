@@ -53,10 +53,14 @@ public struct DemoConfiguration: Sendable {
     /// only adds latency.
     public static let inFlightLimit = 1024
     /// Keep-alive connections the driver opens to each place audit requests go (the balancer, or
-    /// each audit server).
-    public static let connectionsPerTarget = 64
-    /// The driver starts the requests due at most once per this interval, together.
-    public static let wakeInterval = Duration.milliseconds(1)
+    /// each audit server). An audit server answers the requests of one connection one after
+    /// another, so these bound how many writes the servers can commit together: at saturation 64
+    /// sustained about two thirds of the rate that 256 did.
+    public static let connectionsPerTarget = 256
+    /// The driver starts the requests due at most once per this interval, together: at 1,500
+    /// writes/s a 2 ms interval cost the driver about 15 % less CPU than 1 ms, and adds at most
+    /// 2 ms to a request's latency, which counts from the request's own due instant.
+    public static let wakeInterval = Duration.milliseconds(2)
     /// The client policy of the seed: per-attempt timeout, then up to 3 retries 1 s apart.
     public static let attemptTimeout = TimeAmount.seconds(2)
     public static let retries = 3

@@ -30,6 +30,7 @@ public struct DemoReport: Sendable, CustomStringConvertible {
         verification: DemoVerifier.Result,
         directIDs: DirectIDs,
         served: GeneratorCounts,
+        auditRequests: [Int],
         cpu: CPUShares,
         drove: Duration,
         checked: Duration
@@ -57,6 +58,7 @@ public struct DemoReport: Sendable, CustomStringConvertible {
         report.line("failures", failures.isEmpty ? "none" : failures)
         report.line("write latency (ms)", latencies.text)
         report.line("generators served", String(format: "%.0f ID requests/s, %.0f IDs/s (their /metrics: the audit servers' requests and the direct ones)", Double(served.requests) / seconds, Double(served.ids) / seconds))
+        report.line("audit servers", "answered \(auditRequests.map(String.init).joined(separator: ", ")) API requests (their /metrics: the balance)")
         report.line("cpu while driving", cpu.text)
         report.line("check", "\(verification.users) users read back in \(String(format: "%.1f", checked.secondsValue)) s, \(verification.unreadableUsers) unreadable\(verification.firstProblem.map { " (\($0))" } ?? "")")
         report.line("rows", "\(verification.rows)\(shards.isEmpty ? "" : " (\(shards))")\(verification.foreignRows > 0 ? ", \(verification.foreignRows) under another user" : "")")

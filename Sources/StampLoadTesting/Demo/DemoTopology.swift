@@ -65,7 +65,7 @@ struct DemoTopology: Sendable {
             (["audit", "serve", "--listen", "127.0.0.1:0", "--port-file", portFile, "--shard-map", mapPath, "--generators", generatorURLs.joined(separator: ","), "--log-level", level], secrets)
         }
         let auditURLs = auditServers.map(\.url)
-        var processes = Processes(balancer: nil, auditServers: auditServers.map(\.process), generators: generators.map(\.process))
+        var servers = Servers(generators: generators, auditServers: auditServers, balancer: nil)
         output.note("  audit servers: \(auditURLs.joined(separator: " ")) (\(DemoConfiguration.shardCount) shards: \(databases.kind))")
 
         let setting = "\(DemoConfiguration.generatorCount) generators, \(DemoConfiguration.auditServerCount) audit servers, \(DemoConfiguration.shardCount) shards on \(databases.kind)"
@@ -74,7 +74,7 @@ struct DemoTopology: Sendable {
             let spread = "the driver spreads requests round-robin over \(auditURLs.count) audit servers"
             let balancing = configuration.balancing == .driver ? "no load balancer: \(spread)" : "no load balancer installed: \(spread)"
             output.note("  load balancer: none; \(spread)")
-            return try await driveAndVerify(http: http, targets: AuditTargets(bases: auditURLs), generatorURLs: generatorURLs, processes: processes, topology: "\(setting), \(balancing)")
+            return try await driveAndVerify(http: http, targets: AuditTargets(bases: auditURLs), servers: servers, topology: "\(setting), \(balancing)")
         }
         let listener = try LoopbackListener()
         let balancer: ChildProcess
@@ -85,18 +85,34 @@ struct DemoTopology: Sendable {
         let balancerURL = "http://127.0.0.1:\(listener.port)"
         try await Readiness.waitUntilReady(balancer, url: "\(balancerURL)/health/ready", http: http)
         output.note("  load balancer: haproxy \(haproxy.version) at \(balancerURL)")
-        processes.balancer = balancer
-        return try await driveAndVerify(http: http, targets: AuditTargets(bases: [balancerURL]), generatorURLs: generatorURLs, processes: processes, topology: "\(setting), load balancer: haproxy \(haproxy.version) on 127.0.0.1:\(listener.port)")
+        servers.balancer = balancer
+        return try await driveAndVerify(http: http, targets: AuditTargets(bases: [balancerURL]), servers: servers, topology: "\(setting), load balancer: haproxy \(haproxy.version) on 127.0.0.1:\(listener.port)")
     }
 
-    /// The processes the load goes through, whose CPU time the report shows.
-    struct Processes {
+    /// The servers the load goes through, whose metrics and CPU time the report shows.
+    struct Servers {
+        var generators: [(url: String, process: ChildProcess)]
+        var auditServers: [(url: String, process: ChildProcess)]
         var balancer: ChildProcess?
-        var auditServers: [ChildProcess]
-        var generators: [ChildProcess]
 
         func sampleCPU() -> CPUShares.Sample {
-            CPUShares.sample(balancer: balancer?.processIdentifier, auditServers: auditServers.map(\.processIdentifier), generators: generators.map(\.processIdentifier))
+            CPUShares.sample(
+                balancer: balancer?.processIdentifier,
+                auditServers: auditServers.map(\.process.processIdentifier),
+                generators: generators.map(\.process.processIdentifier)
+            )
+        }
+
+        /// What the generators have served so far.
+        func served(http: HTTPClient) async -> GeneratorCounts {
+            await DemoTopology.metrics(generators.map(\.url), http: http).map(GeneratorCounts.init(metrics:)).reduce(GeneratorCounts(), +)
+        }
+
+        /// The API requests (under `/v1/`) each audit server has answered so far.
+        func auditRequests(http: HTTPClient) async -> [Int] {
+            await DemoTopology.metrics(auditServers.map(\.url), http: http).map {
+                Int(PrometheusText.sum("stamp_http_request_duration_seconds_count", labels: [#"route="/v1/"#], in: $0))
+            }
         }
     }
 
@@ -133,7 +149,7 @@ struct DemoTopology: Sendable {
     }
 
     /// Drives the load, then reads every written user's history back and reports.
-    private func driveAndVerify(http: HTTPClient, targets: AuditTargets, generatorURLs: [String], processes: Processes, topology: String) async throws -> DemoOutcome {
+    private func driveAndVerify(http: HTTPClient, targets: AuditTargets, servers: Servers, topology: String) async throws -> DemoOutcome {
         let output = self.output
         let users = UserLedger(users: configuration.users)
         @Sendable func firstOfReason(_ kind: String) -> @Sendable (RequestRecorder.Outcome, String, String) -> Void {
@@ -149,20 +165,21 @@ struct DemoTopology: Sendable {
         let idCalls = RequestRecorder(firstOfReason: firstOfReason("ID request"))
 
         let clock = ContinuousClock()
-        let auditRunner = OpenLoopRunner(clock: clock, inFlightLimit: DemoConfiguration.inFlightLimit, wakeInterval: DemoConfiguration.wakeInterval)
-        let idRunner = OpenLoopRunner(clock: clock, inFlightLimit: DemoConfiguration.inFlightLimit, wakeInterval: DemoConfiguration.wakeInterval)
         let clients = try await connect(to: targets)
+        let auditRunner = EventLoopOpenLoop(eventLoop: clients[0].eventLoop, inFlightLimit: DemoConfiguration.inFlightLimit, wakeInterval: DemoConfiguration.wakeInterval)
+        let idRunner = OpenLoopRunner(clock: clock, inFlightLimit: DemoConfiguration.inFlightLimit, wakeInterval: DemoConfiguration.wakeInterval)
         let traffic = AuditTraffic(clients: clients, writerToken: writerToken, readerToken: readerToken, users: users, writes: writes, reads: reads, runner: auditRunner)
         // An application server that is not the audit service: single-ID requests, the seed's policy, no prefetch.
-        var idPolicy = StampClientConfiguration(nodes: generatorURLs)
+        var idPolicy = StampClientConfiguration(nodes: servers.generators.map(\.url))
         idPolicy.coalescing = nil
         let ids = LoadClient(client: StampIDClient(configuration: idPolicy, logger: logger), ids: IDLedger(), calls: idCalls)
 
         let writeRate = Double(configuration.rate)
         let auditSchedule = OpenLoopSchedule(rates: [writeRate, writeRate * configuration.readFraction / (1 - configuration.readFraction)], duration: configuration.duration)
         let idSchedule = OpenLoopSchedule(rates: [Double(configuration.idRate)], duration: configuration.duration)
-        let servedBefore = await Self.generatorCounts(generatorURLs, http: http)
-        let cpuBefore = processes.sampleCPU()
+        let servedBefore = await servers.served(http: http)
+        let auditRequestsBefore = await servers.auditRequests(http: http)
+        let cpuBefore = servers.sampleCPU()
         let started = clock.now
         await withTaskGroup(of: Void.self) { group in
             group.addTask { try? await ids.client.run() }
@@ -175,12 +192,12 @@ struct DemoTopology: Sendable {
             }
             await withTaskGroup(of: Void.self) { drivers in
                 drivers.addTask {
+                    let busy = "over \(DemoConfiguration.inFlightLimit) requests in flight"
                     await withTaskCancellationHandler {
-                        await auditRunner.run(auditSchedule, from: started) { due in
-                            traffic.eventLoop.execute { traffic.start(due) }
+                        await auditRunner.run(auditSchedule, from: started) { slot, scheduled in
+                            traffic.start(slot, scheduled: scheduled)
                         } notStarted: { slot in
-                            let reason = "over \(DemoConfiguration.inFlightLimit) requests in flight"
-                            (slot.stream == 0 ? writes : reads).notStarted(reason: "not started: \(reason)", detail: reason)
+                            (slot.stream == 0 ? writes : reads).notStarted(reason: "not started: " + busy, detail: busy)
                         }
                     } onCancel: {
                         traffic.cancel()
@@ -193,8 +210,9 @@ struct DemoTopology: Sendable {
             group.cancelAll()
         }
         let drove = started.duration(to: clock.now)
-        let cpu = CPUShares(from: cpuBefore, to: processes.sampleCPU(), elapsed: drove)
-        let served = await Self.generatorCounts(generatorURLs, http: http) - servedBefore
+        let cpu = CPUShares(from: cpuBefore, to: servers.sampleCPU(), elapsed: drove)
+        let served = await servers.served(http: http) - servedBefore
+        let auditRequests = zip(await servers.auditRequests(http: http), auditRequestsBefore).map { $0 - $1 }
         for client in clients { try? await client.close().get() }
         try Task.checkCancellation()
 
@@ -211,6 +229,7 @@ struct DemoTopology: Sendable {
             verification: verification,
             directIDs: DemoReport.DirectIDs(calls: idCalls.total, ledger: ids.ids.totals, retries: ids.client.statistics.retries),
             served: served,
+            auditRequests: auditRequests,
             cpu: cpu,
             drove: drove,
             checked: checkStarted.duration(to: clock.now)
@@ -236,16 +255,19 @@ struct DemoTopology: Sendable {
         return clients
     }
 
-    /// What the generator nodes at `urls` have served so far, from their `/metrics`.
-    static func generatorCounts(_ urls: [String], http: HTTPClient) async -> GeneratorCounts {
-        var counts = GeneratorCounts()
+    /// The `/metrics` text of each server at `urls`; empty for one that does not answer it.
+    static func metrics(_ urls: [String], http: HTTPClient) async -> [Substring] {
+        var texts: [Substring] = []
         for url in urls {
             guard let response = try? await http.execute(HTTPClientRequest(url: "\(url)/metrics"), timeout: .seconds(5)),
                   let body = try? await response.body.collect(upTo: 16 << 20), response.status == .ok
-            else { continue }
-            counts = counts + GeneratorCounts(metrics: Substring(String(buffer: body)))
+            else {
+                texts.append("")
+                continue
+            }
+            texts.append(Substring(String(buffer: body)))
         }
-        return counts
+        return texts
     }
 
     /// Where the coordination store and the shards live: SQLite files in the folder, or PostgreSQL databases created fresh.

@@ -1,6 +1,22 @@
-/// What generator nodes have served, from the Prometheus text of their `/metrics`: the ID
-/// requests answered 200 (`stamp_http_request_duration_seconds_count{route="/v1/ids",status="200"}`)
-/// and the IDs issued (`stamp_ids_issued_total`, every shard).
+/// Sums over the series of the Prometheus text that servers answer `/metrics` with.
+enum PrometheusText {
+    /// The sum of the values of `metric`'s series whose labels contain each of `labels`, text
+    /// such as `status="200"` or `route="/v1/` (a prefix); 0 when there is none.
+    static func sum(_ metric: String, labels: [String] = [], in text: Substring) -> Double {
+        var total = 0.0
+        for line in text.split(separator: "\n") where line.hasPrefix(metric) {
+            let rest = line.dropFirst(metric.count)
+            guard rest.first == "{" || rest.first == " ", let space = rest.lastIndex(of: " "), let value = Double(rest[rest.index(after: space)...]) else { continue }
+            let series = rest[..<space]
+            if labels.allSatisfy({ series.contains($0) }) { total += value }
+        }
+        return total
+    }
+}
+
+/// What generator nodes have served, from their `/metrics`: the ID requests answered 200
+/// (`stamp_http_request_duration_seconds_count{route="/v1/ids",status="200"}`) and the IDs issued
+/// (`stamp_ids_issued_total`, every shard).
 public struct GeneratorCounts: Sendable, Equatable {
     public var requests: Int
     public var ids: Int
@@ -12,16 +28,8 @@ public struct GeneratorCounts: Sendable, Equatable {
 
     /// The counts in one node's metrics text; a metric that is missing counts 0.
     public init(metrics text: Substring) {
-        self.init()
-        for line in text.split(separator: "\n") where !line.hasPrefix("#") {
-            guard let space = line.lastIndex(of: " "), let value = Double(line[line.index(after: space)...]) else { continue }
-            let series = line[..<space]
-            if series.hasPrefix("stamp_ids_issued_total") {
-                ids += Int(value)
-            } else if series.hasPrefix("stamp_http_request_duration_seconds_count{"), series.contains(#"route="/v1/ids""#), series.contains(#"status="200""#) {
-                requests += Int(value)
-            }
-        }
+        requests = Int(PrometheusText.sum("stamp_http_request_duration_seconds_count", labels: [#"route="/v1/ids""#, #"status="200""#], in: text))
+        ids = Int(PrometheusText.sum("stamp_ids_issued_total", in: text))
     }
 
     /// Both counts of several nodes together.
