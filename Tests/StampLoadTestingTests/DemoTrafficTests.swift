@@ -91,15 +91,19 @@ struct ServedAndCPUTests {
         #expect(ProcessCPU.time(inStat: line, ticksPerSecond: 100) == .seconds(3))
         #expect(ProcessCPU.time(inStat: "garbage", ticksPerSecond: 100) == nil)
         #expect(ProcessCPU.ownTime.map { $0 > .zero } == true, "this process has used some CPU")
+        let thread = ProcessCPU.threadTime
+        var spin = 0
+        while ProcessCPU.threadTime == thread { spin += 1 }
+        #expect(ProcessCPU.threadTime > thread, "this thread's time rises as it works (\(spin) turns)")
     }
 
     @Test func sharesAreCoresOverTheElapsedTime() {
-        let before = CPUShares.Sample(driver: .seconds(1), balancer: .seconds(2), auditServers: .seconds(3), generators: .zero)
-        let after = CPUShares.Sample(driver: .seconds(4), balancer: .milliseconds(2500), auditServers: .seconds(13), generators: .seconds(1))
+        let before = CPUShares.Sample(driver: .seconds(1), auditTraffic: .zero, balancer: .seconds(2), auditServers: .seconds(3), generators: .zero)
+        let after = CPUShares.Sample(driver: .seconds(4), auditTraffic: .seconds(2), balancer: .milliseconds(2500), auditServers: .seconds(13), generators: .seconds(1))
         let shares = CPUShares(from: before, to: after, elapsed: .seconds(10), machineCores: 2)
-        #expect(shares == CPUShares(driver: 0.3, balancer: 0.05, auditServers: 1, generators: 0.1, machineCores: 2))
-        #expect(shares.text == "driver 0.30 cores (15 % of the machine), balancer 0.05, audit servers 1.00, generators 0.10")
-        let alone = CPUShares(from: CPUShares.Sample(driver: .zero, balancer: nil, auditServers: .zero, generators: .zero), to: after, elapsed: .seconds(10), machineCores: 2)
+        #expect(shares == CPUShares(driver: 0.3, auditTraffic: 0.2, balancer: 0.05, auditServers: 1, generators: 0.1, machineCores: 2))
+        #expect(shares.text == "driver 0.30 cores (15 % of the machine; audit traffic 0.20), balancer 0.05, audit servers 1.00, generators 0.10")
+        let alone = CPUShares(from: CPUShares.Sample(driver: .zero, auditTraffic: .zero, balancer: nil, auditServers: .zero, generators: .zero), to: after, elapsed: .seconds(10), machineCores: 2)
         #expect(alone.balancer == nil)
         #expect(alone.text.contains("no balancer"))
     }

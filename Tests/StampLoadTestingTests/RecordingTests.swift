@@ -137,10 +137,10 @@ struct ReportTests {
         #expect(lines.contains("ID requests:       3 answered, 0 failed, 0 not started (1000/s scheduled straight at the generators through StampClient, no prefetch), 1 retries, p99 3.0 ms"))
         #expect(lines.contains("generators served: 60 ID requests/s, 500 IDs/s (their /metrics: the audit servers' requests and the direct ones)"))
         #expect(lines.contains("audit servers:     answered 3, 2, 2 API requests (their /metrics: the balance)"))
-        #expect(lines.contains("cpu while driving: driver 0.30 cores (15 % of the machine), balancer 0.05, audit servers 1.00, generators 0.10"))
+        #expect(lines.contains("cpu while driving: driver 0.30 cores (15 % of the machine; audit traffic 0.12), balancer 0.05, audit servers 1.00, generators 0.10"))
         #expect(lines.contains("duplicates:        0 among 7 IDs (every stored row's and every direct ID request's)"))
         #expect(lines.contains("result:            passed"))
-        #expect(lines.last == "writes=4 rows=4 duplicates=0 order_violations=0 rate=2 p99_ms=40.0 id_requests_per_s=60 ids_per_s=500 ids=7 driver_cores=0.30 balancer_cores=0.05")
+        #expect(lines.last == "writes=4 rows=4 duplicates=0 order_violations=0 rate=2 p99_ms=40.0 id_requests_per_s=60 ids_per_s=500 ids=7 driver_cores=0.30 audit_driver_cores=0.12 balancer_cores=0.05")
     }
 
     @Test func anIDSeenTwiceAcrossRowsAndDirectRequestsFailsTheDemo() {
@@ -186,7 +186,7 @@ struct ReportTests {
             directIDs: direct,
             served: GeneratorCounts(requests: 120, ids: 1000),
             auditRequests: [3, 2, 2],
-            cpu: CPUShares(driver: 0.3, balancer: 0.05, auditServers: 1, generators: 0.1, machineCores: 2),
+            cpu: CPUShares(driver: 0.3, auditTraffic: 0.12, balancer: 0.05, auditServers: 1, generators: 0.1, machineCores: 2),
             drove: .seconds(2),
             checked: .milliseconds(100)
         )

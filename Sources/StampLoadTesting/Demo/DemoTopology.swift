@@ -95,8 +95,11 @@ struct DemoTopology: Sendable {
         var auditServers: [(url: String, process: ChildProcess)]
         var balancer: ChildProcess?
 
-        func sampleCPU() -> CPUShares.Sample {
-            CPUShares.sample(
+        /// The CPU times now, with the thread time of the audit traffic's event loop.
+        func sampleCPU(auditTraffic eventLoop: any EventLoop) async -> CPUShares.Sample {
+            let auditTraffic = (try? await eventLoop.submit { ProcessCPU.threadTime }.get()) ?? .zero
+            return CPUShares.sample(
+                auditTraffic: auditTraffic,
                 balancer: balancer?.processIdentifier,
                 auditServers: auditServers.map(\.process.processIdentifier),
                 generators: generators.map(\.process.processIdentifier)
@@ -165,7 +168,10 @@ struct DemoTopology: Sendable {
         let idCalls = RequestRecorder(firstOfReason: firstOfReason("ID request"))
 
         let clock = ContinuousClock()
-        let clients = try await connect(to: targets)
+        // A thread of its own, so that its CPU time is the audit traffic's alone.
+        let eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        defer { eventLoops.shutdownGracefully { _ in } }
+        let clients = try await connect(to: targets, on: eventLoops.next())
         let auditRunner = EventLoopOpenLoop(eventLoop: clients[0].eventLoop, inFlightLimit: DemoConfiguration.inFlightLimit, wakeInterval: DemoConfiguration.wakeInterval)
         let idRunner = OpenLoopRunner(clock: clock, inFlightLimit: DemoConfiguration.inFlightLimit, wakeInterval: DemoConfiguration.wakeInterval)
         let traffic = AuditTraffic(clients: clients, writerToken: writerToken, readerToken: readerToken, users: users, writes: writes, reads: reads, runner: auditRunner)
@@ -179,7 +185,7 @@ struct DemoTopology: Sendable {
         let idSchedule = OpenLoopSchedule(rates: [Double(configuration.idRate)], duration: configuration.duration)
         let servedBefore = await servers.served(http: http)
         let auditRequestsBefore = await servers.auditRequests(http: http)
-        let cpuBefore = servers.sampleCPU()
+        let cpuBefore = await servers.sampleCPU(auditTraffic: traffic.eventLoop)
         let started = clock.now
         await withTaskGroup(of: Void.self) { group in
             group.addTask { try? await ids.client.run() }
@@ -210,7 +216,7 @@ struct DemoTopology: Sendable {
             group.cancelAll()
         }
         let drove = started.duration(to: clock.now)
-        let cpu = CPUShares(from: cpuBefore, to: servers.sampleCPU(), elapsed: drove)
+        let cpu = CPUShares(from: cpuBefore, to: await servers.sampleCPU(auditTraffic: traffic.eventLoop), elapsed: drove)
         let served = await servers.served(http: http) - servedBefore
         let auditRequests = zip(await servers.auditRequests(http: http), auditRequestsBefore).map { $0 - $1 }
         for client in clients { try? await client.close().get() }
@@ -237,9 +243,8 @@ struct DemoTopology: Sendable {
         return report.passed ? .passed(report) : .failedChecks(report)
     }
 
-    /// A client of keep-alive connections to each of `targets`, on one event loop.
-    private func connect(to targets: AuditTargets) async throws -> [PipelinedHTTPClient] {
-        let eventLoop = MultiThreadedEventLoopGroup.singleton.next()
+    /// A client of keep-alive connections to each of `targets`, on `eventLoop`.
+    private func connect(to targets: AuditTargets, on eventLoop: any EventLoop) async throws -> [PipelinedHTTPClient] {
         var clients: [PipelinedHTTPClient] = []
         for base in targets.bases {
             guard let url = URLComponents(string: base), let host = url.host, let port = url.port else {
