@@ -11,20 +11,22 @@ struct Demo: AsyncParsableCommand {
         discussion: """
         Starts, on loopback and in a temporary folder: 3 generator nodes on one coordination store, 3 shard \
         databases, 3 audit servers and, when HAProxy is installed (on PATH, /usr/sbin or /sbin), HAProxy in front \
-        of them; without it the driver spreads the requests round-robin over the audit servers itself. It then \
+        of them (TCP mode, each connection to the next server); without it the driver spreads the requests \
+        round-robin over the audit servers itself. It then \
         drives audit writes and history reads at a fixed rate (open loop: latency counts from each request's \
         scheduled start) over keep-alive connections, with a progress line on standard error once a second. At \
         most one write per user is in flight, so each user's writes have an order. Beside them, as an application \
         server that is not the audit service would, it asks the generator nodes straight for single IDs at \
-        --id-rate (through StampClient, the seed's policy, no prefetch) and keeps every ID it gets.
+        --id-rate (through StampClient, the seed's policy, no prefetch, no coalescing) and keeps every ID it gets.
 
         Afterwards it reads every written user's history back and checks that every acknowledged write is stored \
         once, that no ID appears twice among the stored rows and the direct requests' IDs together, that each \
         user's rows are in write order and that the direct IDs rose. It reports the writes/s sustained, the ID \
-        requests/s and IDs/s the generator nodes served in the same time (from their /metrics), and the CPU the \
-        driver, the balancer and the servers took while load ran. The report ends in one line: writes=N rows=M \
-        duplicates=D order_violations=V rate=R p99_ms=P id_requests_per_s=Q ids_per_s=I ids=N driver_cores=C \
-        balancer_cores=B. The exit status is non-zero when any check or any request failed. Every started \
+        requests/s and IDs/s the generator nodes served in the same time (from their /metrics), the requests each \
+        audit server answered, and the CPU the driver (and its audit traffic's thread), the balancer and the \
+        servers took while load ran. The report ends in one line: writes=N rows=M duplicates=D \
+        order_violations=V rate=R p99_ms=P id_requests_per_s=Q ids_per_s=I ids=K driver_cores=C \
+        audit_driver_cores=A balancer_cores=B. The exit status is non-zero when any check or any request failed. Every started \
         process is stopped at the end, also on SIGINT or SIGTERM.
 
         With --postgres, the coordination store and the shards are PostgreSQL databases: on the server that \

@@ -3,7 +3,7 @@ import StampCore
 
 /// The figures of a demo run, and their text, which ends in
 /// `writes=N rows=M duplicates=D order_violations=V rate=R p99_ms=P` and then the ID side's and the
-/// CPU's figures: `id_requests_per_s=Q ids_per_s=I ids=N driver_cores=C audit_driver_cores=A balancer_cores=B`.
+/// CPU's figures: `id_requests_per_s=Q ids_per_s=I ids=K driver_cores=C audit_driver_cores=A balancer_cores=B`.
 public struct DemoReport: Sendable, CustomStringConvertible {
     /// What the single-ID requests straight at the generator nodes did.
     struct DirectIDs: Sendable {
