@@ -134,7 +134,7 @@ struct ReportTests {
         let lines = report.description.split(separator: "\n")
         #expect(lines.contains("writes:            4 acknowledged (1 replayed), 0 failed, 0 not started, 2 retries"))
         #expect(lines.contains("rows:              4 (shard 0: 1, shard 1: 3)"))
-        #expect(lines.contains("ID requests:       3 answered, 0 failed, 0 not started (1000/s scheduled straight at the generators through StampClient, no prefetch), 1 retries, p99 3.0 ms"))
+        #expect(lines.contains("ID requests:       3 answered, 0 failed, 0 not started (1000/s scheduled straight at the generators through StampClient, no prefetch, no coalescing), 1 retries, p99 3.0 ms"))
         #expect(lines.contains("generators served: 60 ID requests/s, 500 IDs/s (their /metrics: the audit servers' requests and the direct ones)"))
         #expect(lines.contains("audit servers:     answered 3, 2, 2 API requests (their /metrics: the balance)"))
         #expect(lines.contains("cpu while driving: driver 0.30 cores (15 % of the machine; audit traffic 0.12), balancer 0.05, audit servers 1.00, generators 0.10"))
@@ -175,8 +175,10 @@ struct ReportTests {
         direct.ledger.ids = directIDs
         direct.ledger.orderViolations = directOrderViolations
         direct.retries = 1
+        var configuration = DemoConfiguration()
+        configuration.idRate = 1000
         return DemoReport(
-            configuration: DemoConfiguration(),
+            configuration: configuration,
             folder: URL(fileURLWithPath: "/tmp/stamp-demo-test"),
             topology: "3 generators, 3 audit servers, 3 shards on SQLite, no load balancer installed: the driver spreads requests round-robin over 3 audit servers",
             writes: writes,

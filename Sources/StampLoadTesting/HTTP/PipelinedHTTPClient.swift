@@ -13,7 +13,7 @@ import NIOPosix
 /// outstanding on it and is opened again after a short delay.
 ///
 /// There is no task, continuation or promise per request: ``send(_:timeout:bodyLimit:answer:)``
-/// and its answer both run on ``eventLoop``, which every method but ``connect(host:port:connections:eventLoop:)``
+/// and its answer both run on ``eventLoop``, which every method but ``connect(host:port:connections:reopenDelay:eventLoop:)``
 /// and ``close()`` must be called on.
 public final class PipelinedHTTPClient: @unchecked Sendable {
     /// A request as it is sent.
@@ -125,15 +125,6 @@ public final class PipelinedHTTPClient: @unchecked Sendable {
         return slots.count { slot in
             if case .open(_, let connection) = slot { return connection.isOpen }
             return false
-        }
-    }
-
-    /// Requests sent and not yet answered, over every connection.
-    var outstanding: Int {
-        eventLoop.assertInEventLoop()
-        return slots.reduce(0) { total, slot in
-            if case .open(_, let connection) = slot { return total + connection.outstandingCount }
-            return total
         }
     }
 
