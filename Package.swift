@@ -169,8 +169,9 @@ let package = Package(
             ],
             resources: [.copy("openapi.yaml")]
         ),
-        // The demo and the load driver: open-loop scheduling, recording and reports, the process
-        // supervisor, the throwaway PostgreSQL cluster and HAProxy's configuration.
+        // The demo and the load driver: open-loop scheduling, a lean pipelined HTTP/1.1 client,
+        // recording and reports, the process supervisor, the throwaway PostgreSQL cluster and
+        // HAProxy's configuration.
         .target(
             name: "StampLoadTesting",
             dependencies: [
@@ -178,6 +179,8 @@ let package = Package(
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
@@ -288,7 +291,14 @@ let package = Package(
         ),
         .testTarget(
             name: "StampLoadTestingTests",
-            dependencies: ["StampLoadTesting", "StampCore", "StampTesting", .product(name: "Logging", package: "swift-log")]
+            dependencies: [
+                "StampLoadTesting", "StampCore", "StampTesting",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ]
         ),
         // Tests of the built `stamp` binary: real processes on loopback.
         .testTarget(name: "StampProcessTests", dependencies: ["StampCore", "StampLoadTesting", "stamp"]),

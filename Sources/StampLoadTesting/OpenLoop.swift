@@ -43,21 +43,71 @@ public struct OpenLoopSchedule: Sendable {
     }
 }
 
+/// The timing of an open-loop run: at each wake-up, which requests of a schedule are due, and
+/// when to wake next. A pure value that a runner feeds the time it woke at; the runner sleeps and
+/// starts the requests.
+///
+/// With a `wakeInterval` the next wake-up is never sooner than that after the last one, and every
+/// request due by then is handed out together, so that a high rate costs one wake-up per interval
+/// instead of one per request; each request keeps its own due instant, from which latency counts.
+public struct OpenLoopPacer<Instant: InstantProtocol>: Sendable where Instant.Duration == Duration {
+    /// A request due: its slot and the instant it was due.
+    public typealias Due = (slot: OpenLoopSchedule.Slot, due: Instant)
+
+    public let start: Instant
+    /// The least time between two wake-ups; zero wakes for each request at its time.
+    public let wakeInterval: Duration
+    private var schedule: OpenLoopSchedule
+    private var next: OpenLoopSchedule.Slot?
+    private var lastWake: Instant?
+
+    public init(_ schedule: OpenLoopSchedule, from start: Instant, wakeInterval: Duration = .zero) {
+        self.schedule = schedule
+        self.start = start
+        self.wakeInterval = wakeInterval
+        next = self.schedule.nextSlot()
+    }
+
+    /// When to wake next: when the next request is due, but no sooner than `wakeInterval` after
+    /// the last wake-up; `nil` once every request has been handed out.
+    public var nextWake: Instant? {
+        guard let next else { return nil }
+        let due = start.advanced(by: next.offset)
+        guard let lastWake else { return due }
+        return max(due, lastWake.advanced(by: wakeInterval))
+    }
+
+    /// The requests due by `now`, in schedule order: what a runner that woke at `now` starts.
+    public mutating func wake(at now: Instant) -> [Due] {
+        lastWake = now
+        var due: [Due] = []
+        while let slot = next, start.advanced(by: slot.offset) <= now {
+            due.append((slot, start.advanced(by: slot.offset)))
+            next = schedule.nextSlot()
+        }
+        return due
+    }
+}
+
 /// Starts the requests of a schedule at their times on a clock, each in a task of its own, and
 /// bounds how many are in flight.
 ///
 /// A request whose time has come is started then even when earlier ones have not been answered
 /// (open loop), so that a slow answer cannot hide the queue behind it; a run that wakes late
 /// starts every request already due at once. A request due while `inFlightLimit` are in flight
-/// is not started: a driver that cannot keep up would otherwise queue without bound.
+/// is not started: a driver that cannot keep up would otherwise queue without bound. The
+/// wake-ups are an ``OpenLoopPacer``'s.
 public final class OpenLoopRunner<C: Clock>: Sendable where C.Duration == Duration {
     public let clock: C
     public let inFlightLimit: Int
+    /// The least time between two wake-ups (see ``OpenLoopPacer``).
+    public let wakeInterval: Duration
     private let running = Atomic<Int>(0)
 
-    public init(clock: C, inFlightLimit: Int) {
+    public init(clock: C, inFlightLimit: Int, wakeInterval: Duration = .zero) {
         self.clock = clock
         self.inFlightLimit = inFlightLimit
+        self.wakeInterval = wakeInterval
     }
 
     /// Requests started and not yet finished.
@@ -72,25 +122,26 @@ public final class OpenLoopRunner<C: Clock>: Sendable where C.Duration == Durati
         request: @escaping @Sendable (OpenLoopSchedule.Slot, C.Instant) async -> Void,
         notStarted: (OpenLoopSchedule.Slot) -> Void
     ) async {
-        var schedule = schedule
+        var pacer = OpenLoopPacer(schedule, from: start, wakeInterval: wakeInterval)
         await withDiscardingTaskGroup { group in
-            while let slot = schedule.nextSlot() {
-                let due = start.advanced(by: slot.offset)
-                if due > clock.now {
+            while let wake = pacer.nextWake {
+                if wake > clock.now {
                     do {
-                        try await clock.sleep(until: due, tolerance: nil)
+                        try await clock.sleep(until: wake, tolerance: nil)
                     } catch {
                         break
                     }
                 }
-                guard running.load(ordering: .relaxed) < inFlightLimit else {
-                    notStarted(slot)
-                    continue
-                }
-                running.add(1, ordering: .relaxed)
-                group.addTask {
-                    await request(slot, due)
-                    self.running.subtract(1, ordering: .relaxed)
+                for (slot, due) in pacer.wake(at: clock.now) {
+                    guard running.load(ordering: .relaxed) < inFlightLimit else {
+                        notStarted(slot)
+                        continue
+                    }
+                    running.add(1, ordering: .relaxed)
+                    group.addTask {
+                        await request(slot, due)
+                        self.running.subtract(1, ordering: .relaxed)
+                    }
                 }
             }
         }

@@ -11,16 +11,23 @@ struct Demo: AsyncParsableCommand {
         discussion: """
         Starts, on loopback and in a temporary folder: 3 generator nodes on one coordination store, 3 shard \
         databases, 3 audit servers and, when HAProxy is installed (on PATH, /usr/sbin or /sbin), HAProxy in front \
-        of them; without it the driver spreads the requests round-robin over the audit servers itself. It then \
+        of them (TCP mode, each connection to the next server); without it the driver spreads the requests \
+        round-robin over the audit servers itself. It then \
         drives audit writes and history reads at a fixed rate (open loop: latency counts from each request's \
-        scheduled start), with a progress line on standard error once a second. At most one write per user is in \
-        flight, so each user's writes have an order.
+        scheduled start) over keep-alive connections, with a progress line on standard error once a second. At \
+        most one write per user is in flight, so each user's writes have an order. Beside them, as an application \
+        server that is not the audit service would, it asks the generator nodes straight for single IDs at \
+        --id-rate (through StampClient, the seed's policy, no prefetch, no coalescing) and keeps every ID it gets.
 
         Afterwards it reads every written user's history back and checks that every acknowledged write is stored \
-        once, that no ID appears twice in any shard, and that each user's rows are in write order. The report ends \
-        in one line: writes=N rows=M duplicates=D order_violations=V rate=R p99_ms=P. The exit status is non-zero \
-        when any check or any request failed. Every started process is stopped at the end, also on SIGINT or \
-        SIGTERM.
+        once, that no ID appears twice among the stored rows and the direct requests' IDs together, that each \
+        user's rows are in write order and that the direct IDs rose. It reports the writes/s sustained, the ID \
+        requests/s and IDs/s the generator nodes served in the same time (from their /metrics), the requests each \
+        audit server answered, and the CPU the driver (and its audit traffic's thread), the balancer and the \
+        servers took while load ran. The report ends in one line: writes=N rows=M duplicates=D \
+        order_violations=V rate=R p99_ms=P id_requests_per_s=Q ids_per_s=I ids=K driver_cores=C \
+        audit_driver_cores=A balancer_cores=B. The exit status is non-zero when any check or any request failed. Every started \
+        process is stopped at the end, also on SIGINT or SIGTERM.
 
         With --postgres, the coordination store and the shards are PostgreSQL databases: on the server that \
         --postgres-url or STAMP_DEMO_POSTGRES_URL names (its user must be allowed to create databases; \
@@ -34,6 +41,9 @@ struct Demo: AsyncParsableCommand {
 
     @Option(help: "Audit writes per second, started on a fixed schedule.")
     var rate: Int = DemoConfiguration().rate
+
+    @Option(name: .customLong("id-rate"), help: "Single-ID requests per second straight at the generator nodes, beside the audit writes (0: none).")
+    var idRate: Int = DemoConfiguration().idRate
 
     @Option(help: "How many users the writes are spread over.")
     var users: Int = DemoConfiguration().users
@@ -63,6 +73,7 @@ struct Demo: AsyncParsableCommand {
     /// The run the options describe.
     func demoConfiguration() throws -> DemoConfiguration {
         guard (1...1_000_000).contains(rate) else { throw ValidationError("--rate must be between 1 and 1000000") }
+        guard (0...1_000_000).contains(idRate) else { throw ValidationError("--id-rate must be between 0 and 1000000") }
         guard (1...1_000_000).contains(users) else { throw ValidationError("--users must be between 1 and 1000000") }
         guard reads >= 0, reads < 1 else { throw ValidationError("--reads must be at least 0 and below 1") }
         guard let level = Logger.Level(rawValue: logLevel) else {
@@ -71,6 +82,7 @@ struct Demo: AsyncParsableCommand {
         var configuration = DemoConfiguration()
         configuration.duration = try DurationText.parse(duration, name: "--duration")
         configuration.rate = rate
+        configuration.idRate = idRate
         configuration.users = users
         configuration.readFraction = reads
         if let url = postgresURL ?? (postgres ? ProcessInfo.processInfo.environment["STAMP_DEMO_POSTGRES_URL"] : nil) {

@@ -97,6 +97,7 @@ struct ChildProcessTests {
     @Test func haproxyConfigurationTakesTheInheritedSocket() {
         let configuration = HAProxy.configuration(backends: [7501, 7502])
         #expect(configuration.contains("    bind fd@3\n"))
+        #expect(configuration.contains("    mode tcp\n"))
         #expect(configuration.contains("    balance roundrobin\n    server audit-0 127.0.0.1:7501\n    server audit-1 127.0.0.1:7502\n"))
         #expect(HAProxy.version(in: "HAProxy version 2.6.12-1+deb12u1 2023/12/16 - https://haproxy.org/\n") == "2.6")
         #expect(HAProxy.version(in: "nothing here") == nil)

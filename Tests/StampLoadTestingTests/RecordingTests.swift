@@ -129,6 +129,36 @@ struct ReportTests {
     }
 
     @Test func theDemoReportEndsInItsFigures() {
+        let report = Self.demoReport()
+        #expect(report.passed)
+        let lines = report.description.split(separator: "\n")
+        #expect(lines.contains("writes:            4 acknowledged (1 replayed), 0 failed, 0 not started, 2 retries"))
+        #expect(lines.contains("rows:              4 (shard 0: 1, shard 1: 3)"))
+        #expect(lines.contains("ID requests:       3 answered, 0 failed, 0 not started (1000/s scheduled straight at the generators through StampClient, no prefetch, no coalescing), 1 retries, p99 3.0 ms"))
+        #expect(lines.contains("generators served: 60 ID requests/s, 500 IDs/s (their /metrics: the audit servers' requests and the direct ones)"))
+        #expect(lines.contains("audit servers:     answered 3, 2, 2 API requests (their /metrics: the balance)"))
+        #expect(lines.contains("cpu while driving: driver 0.30 cores (15 % of the machine; audit traffic 0.12), balancer 0.05, audit servers 1.00, generators 0.10"))
+        #expect(lines.contains("duplicates:        0 among 7 IDs (every stored row's and every direct ID request's)"))
+        #expect(lines.contains("result:            passed"))
+        #expect(lines.last == "writes=4 rows=4 duplicates=0 order_violations=0 rate=2 p99_ms=40.0 id_requests_per_s=60 ids_per_s=500 ids=7 driver_cores=0.30 audit_driver_cores=0.12 balancer_cores=0.05")
+    }
+
+    @Test func anIDSeenTwiceAcrossRowsAndDirectRequestsFailsTheDemo() {
+        let report = Self.demoReport(directIDs: [1, 2, 40])
+        #expect(!report.passed)
+        #expect(report.description.split(separator: "\n").last?.hasPrefix("writes=4 rows=4 duplicates=1 order_violations=0 ") == true)
+    }
+
+    @Test func aFailedOrOutOfOrderDirectIDRequestFailsTheDemo() {
+        var failed = Self.demoReport(directFailures: 1)
+        #expect(!failed.passed)
+        #expect(failed.description.contains("1× ID request: all-nodes-failed"))
+        failed = Self.demoReport(directOrderViolations: 1)
+        #expect(!failed.passed)
+        #expect(failed.description.split(separator: "\n").last?.contains(" order_violations=1 ") == true)
+    }
+
+    static func demoReport(directIDs: [Int64] = [1, 2, 3], directFailures: Int = 0, directOrderViolations: Int = 0) -> DemoReport {
         var writes = RequestRecorder.Tally()
         writes.answered = 4
         writes.latencies = [10_000_000, 20_000_000, 30_000_000, 40_000_000]
@@ -136,22 +166,31 @@ struct ReportTests {
         verification.users = 2
         verification.rows = 4
         verification.rowsPerShard = [0: 1, 1: 3]
-        let report = DemoReport(
-            configuration: DemoConfiguration(),
+        verification.ids = [10, 20, 30, 40]
+        var direct = DemoReport.DirectIDs()
+        direct.calls.answered = directIDs.count
+        direct.calls.latencies = [1_000_000, 2_000_000, 3_000_000]
+        direct.calls.failed = directFailures
+        if directFailures > 0 { direct.calls.reasons = ["all-nodes-failed": directFailures] }
+        direct.ledger.ids = directIDs
+        direct.ledger.orderViolations = directOrderViolations
+        direct.retries = 1
+        var configuration = DemoConfiguration()
+        configuration.idRate = 1000
+        return DemoReport(
+            configuration: configuration,
             folder: URL(fileURLWithPath: "/tmp/stamp-demo-test"),
             topology: "3 generators, 3 audit servers, 3 shards on SQLite, no load balancer installed: the driver spreads requests round-robin over 3 audit servers",
             writes: writes,
             reads: RequestRecorder.Tally(),
             users: UserLedger.Snapshot(users: [], replayed: 1, retries: 2),
             verification: verification,
+            directIDs: direct,
+            served: GeneratorCounts(requests: 120, ids: 1000),
+            auditRequests: [3, 2, 2],
+            cpu: CPUShares(driver: 0.3, auditTraffic: 0.12, balancer: 0.05, auditServers: 1, generators: 0.1, machineCores: 2),
             drove: .seconds(2),
             checked: .milliseconds(100)
         )
-        #expect(report.passed)
-        let lines = report.description.split(separator: "\n")
-        #expect(lines.contains("writes:            4 acknowledged (1 replayed), 0 failed, 0 not started, 2 retries"))
-        #expect(lines.contains("rows:              4 (shard 0: 1, shard 1: 3)"))
-        #expect(lines.contains("result:            passed"))
-        #expect(lines.last == "writes=4 rows=4 duplicates=0 order_violations=0 rate=2 p99_ms=40.0")
     }
 }

@@ -13,6 +13,7 @@ struct DemoProcessTests {
     @Test func demoOnSQLite() async throws {
         let report = try await runDemo(extraArguments: ["--no-load-balancer"])
         #expect(Self.topology(report).hasSuffix(Self.driverSpreads))
+        #expect(Self.rawFigures(report)["balancer_cores"] == "none")
     }
 
     @Test(.enabled(if: postgresURL != nil, "set STAMP_TEST_POSTGRES_PROCESS_URL (scripts/test does)"))
@@ -28,6 +29,7 @@ struct DemoProcessTests {
         let topology = Self.topology(report)
         #expect(topology.contains(", load balancer: haproxy "), "the topology line names HAProxy: \(topology)")
         #expect(topology.contains(" on 127.0.0.1:"))
+        #expect(Self.figures(report)["balancer_cores"] != nil, "HAProxy's CPU is measured")
     }
 
     /// SIGINT while the load runs: the demo stops every process it started and exits with 130.
@@ -43,9 +45,10 @@ struct DemoProcessTests {
         #expect(!FileManager.default.fileExists(atPath: folder), "the folder was deleted")
     }
 
-    /// Runs a short demo, checks its figures and that it left nothing behind, and returns its report.
+    /// Runs a short demo, with 100 direct ID requests a second beside the writes, checks its
+    /// figures and that it left nothing behind, and returns its report.
     private func runDemo(extraArguments: [String]) async throws -> String {
-        let demo = try DemoRun(arguments: ["--duration", "3s", "--rate", "200"] + extraArguments)
+        let demo = try DemoRun(arguments: ["--duration", "3s", "--rate", "200", "--id-rate", "100"] + extraArguments)
         let status = try await demo.waitForExit()
         let report = demo.report
         print("stamp demo report:\n\(report)\nprogress:\n\(demo.errors)")
@@ -58,6 +61,15 @@ struct DemoProcessTests {
         #expect(figures["order_violations"] == 0)
         #expect(figures["rate"] != nil)
         #expect(figures["p99_ms"] != nil)
+        // The ID half: 300 direct ID requests, all answered, their IDs checked with the rows'.
+        #expect(figures["ids"] == writes + 300)
+        #expect((figures["id_requests_per_s"] ?? 0) > 0, "the generators' metrics count the requests they served")
+        #expect((figures["ids_per_s"] ?? 0) > 0)
+        #expect((figures["driver_cores"] ?? 0) > 0, "the driver's CPU is measured")
+        #expect((figures["audit_driver_cores"] ?? 0) > 0)
+        let answered = Self.numbers(inLine: "audit servers:", of: report)
+        #expect(answered.count == 3, "each audit server's answered requests: \(answered)")
+        #expect(answered.reduce(0, +) >= Int(writes), "every write was answered by one of them")
         let folder = try #require(demo.folder, "the demo names its folder on standard error")
         #expect(Self.processes(mentioning: folder).isEmpty, "processes left running")
         #expect(!FileManager.default.fileExists(atPath: folder), "the folder was deleted")
@@ -70,15 +82,26 @@ struct DemoProcessTests {
         return line.dropFirst("topology:".count).trimmingCharacters(in: .whitespaces)
     }
 
-    /// The `key=value` figures of the report's last line.
+    /// The numeric `key=value` figures of the report's last line.
     static func figures(_ report: String) -> [String: Double] {
+        rawFigures(report).compactMapValues(Double.init)
+    }
+
+    /// The `key=value` figures of the report's last line, as text.
+    static func rawFigures(_ report: String) -> [String: String] {
         let last = report.split(separator: "\n").last { $0.hasPrefix("writes=") } ?? ""
-        var figures: [String: Double] = [:]
+        var figures: [String: String] = [:]
         for pair in last.split(separator: " ") {
             let parts = pair.split(separator: "=", maxSplits: 1)
-            if parts.count == 2, let value = Double(parts[1]) { figures[String(parts[0])] = value }
+            if parts.count == 2 { figures[String(parts[0])] = String(parts[1]) }
         }
         return figures
+    }
+
+    /// The whole numbers in the report's line that starts with `label`.
+    static func numbers(inLine label: String, of report: String) -> [Int] {
+        let line = report.split(separator: "\n").first { $0.hasPrefix(label) } ?? ""
+        return line.dropFirst(label.count).split { !$0.isNumber }.compactMap { Int($0) }
     }
 
     /// The IDs of running processes whose command line mentions `text`: every process the demo

@@ -1,7 +1,10 @@
 import AsyncHTTPClient
 import Foundation
 import Logging
+import NIOCore
+import NIOPosix
 import StampAudit
+import StampClient
 import StampDatabase
 import StampShardMap
 
@@ -47,9 +50,10 @@ struct DemoTopology: Sendable {
         let mapPath = folder.appendingPathComponent("shard-map.json").path
         try ShardMap.even(databases: databases.shards).write(to: mapPath)
 
-        let generatorURLs = try await startServers(count: DemoConfiguration.generatorCount, name: "generator", http: http, logs: logs, ports: ports) { portFile in
+        let generators = try await startServers(count: DemoConfiguration.generatorCount, name: "generator", http: http, logs: logs, ports: ports) { portFile in
             (["serve", "--listen", "127.0.0.1:0", "--port-file", portFile, "--store", databases.coordination.text, "--shard-map", mapPath, "--log-level", level], [:])
         }
+        let generatorURLs = generators.map(\.url)
         output.note("  generators:    \(generatorURLs.joined(separator: " ")) (coordination store: \(databases.kind))")
 
         let secrets = [
@@ -57,9 +61,11 @@ struct DemoTopology: Sendable {
             "STAMP_AUDIT_WRITER_TOKEN": writerToken,
             "STAMP_AUDIT_READER_TOKEN": readerToken,
         ]
-        let auditURLs = try await startServers(count: DemoConfiguration.auditServerCount, name: "audit", http: http, logs: logs, ports: ports) { portFile in
+        let auditServers = try await startServers(count: DemoConfiguration.auditServerCount, name: "audit", http: http, logs: logs, ports: ports) { portFile in
             (["audit", "serve", "--listen", "127.0.0.1:0", "--port-file", portFile, "--shard-map", mapPath, "--generators", generatorURLs.joined(separator: ","), "--log-level", level], secrets)
         }
+        let auditURLs = auditServers.map(\.url)
+        var servers = Servers(generators: generators, auditServers: auditServers, balancer: nil)
         output.note("  audit servers: \(auditURLs.joined(separator: " ")) (\(DemoConfiguration.shardCount) shards: \(databases.kind))")
 
         let setting = "\(DemoConfiguration.generatorCount) generators, \(DemoConfiguration.auditServerCount) audit servers, \(DemoConfiguration.shardCount) shards on \(databases.kind)"
@@ -68,7 +74,7 @@ struct DemoTopology: Sendable {
             let spread = "the driver spreads requests round-robin over \(auditURLs.count) audit servers"
             let balancing = configuration.balancing == .driver ? "no load balancer: \(spread)" : "no load balancer installed: \(spread)"
             output.note("  load balancer: none; \(spread)")
-            return try await driveAndVerify(http: http, targets: AuditTargets(bases: auditURLs), topology: "\(setting), \(balancing)")
+            return try await driveAndVerify(http: http, targets: AuditTargets(bases: auditURLs), servers: servers, topology: "\(setting), \(balancing)")
         }
         let listener = try LoopbackListener()
         let balancer: ChildProcess
@@ -79,11 +85,42 @@ struct DemoTopology: Sendable {
         let balancerURL = "http://127.0.0.1:\(listener.port)"
         try await Readiness.waitUntilReady(balancer, url: "\(balancerURL)/health/ready", http: http)
         output.note("  load balancer: haproxy \(haproxy.version) at \(balancerURL)")
-        return try await driveAndVerify(http: http, targets: AuditTargets(bases: [balancerURL]), topology: "\(setting), load balancer: haproxy \(haproxy.version) on 127.0.0.1:\(listener.port)")
+        servers.balancer = balancer
+        return try await driveAndVerify(http: http, targets: AuditTargets(bases: [balancerURL]), servers: servers, topology: "\(setting), load balancer: haproxy \(haproxy.version) on 127.0.0.1:\(listener.port)")
+    }
+
+    /// The servers the load goes through, whose metrics and CPU time the report shows.
+    struct Servers {
+        var generators: [(url: String, process: ChildProcess)]
+        var auditServers: [(url: String, process: ChildProcess)]
+        var balancer: ChildProcess?
+
+        /// The CPU times now, with the thread time of the audit traffic's event loop.
+        func sampleCPU(auditTraffic eventLoop: any EventLoop) async -> CPUShares.Sample {
+            let auditTraffic = (try? await eventLoop.submit { ProcessCPU.threadTime }.get()) ?? .zero
+            return CPUShares.sample(
+                auditTraffic: auditTraffic,
+                balancer: balancer?.processIdentifier,
+                auditServers: auditServers.map(\.process.processIdentifier),
+                generators: generators.map(\.process.processIdentifier)
+            )
+        }
+
+        /// What the generators have served so far.
+        func served(http: HTTPClient) async -> GeneratorCounts {
+            await DemoTopology.metrics(generators.map(\.url), http: http).map(GeneratorCounts.init(metrics:)).reduce(GeneratorCounts(), +)
+        }
+
+        /// The API requests (under `/v1/`) each audit server has answered so far.
+        func auditRequests(http: HTTPClient) async -> [Int] {
+            await DemoTopology.metrics(auditServers.map(\.url), http: http).map {
+                Int(PrometheusText.sum("stamp_http_request_duration_seconds_count", labels: [#"route="/v1/"#], in: $0))
+            }
+        }
     }
 
     /// Starts `count` servers on port 0, each told by `command` (given its port file) what to run,
-    /// and returns their base URLs once each is ready.
+    /// and returns their base URLs and processes once each is ready.
     private func startServers(
         count: Int,
         name: String,
@@ -91,7 +128,7 @@ struct DemoTopology: Sendable {
         logs: URL,
         ports: URL,
         command: (String) -> (arguments: [String], environment: [String: String])
-    ) async throws -> [String] {
+    ) async throws -> [(url: String, process: ChildProcess)] {
         let servers = try (0..<count).map { index in
             let portFile = ports.appendingPathComponent("\(name)-\(index)").path
             let (arguments, environment) = command(portFile)
@@ -105,63 +142,84 @@ struct DemoTopology: Sendable {
             ))
             return (child, portFile)
         }
-        var urls: [String] = []
+        var started: [(url: String, process: ChildProcess)] = []
         for (child, portFile) in servers {
             let url = "http://127.0.0.1:\(try await Readiness.port(writtenTo: portFile, by: child))"
             try await Readiness.waitUntilReady(child, url: "\(url)/health/ready", http: http)
-            urls.append(url)
+            started.append((url, child))
         }
-        return urls
+        return started
     }
 
     /// Drives the load, then reads every written user's history back and reports.
-    private func driveAndVerify(http: HTTPClient, targets: AuditTargets, topology: String) async throws -> DemoOutcome {
+    private func driveAndVerify(http: HTTPClient, targets: AuditTargets, servers: Servers, topology: String) async throws -> DemoOutcome {
         let output = self.output
         let users = UserLedger(users: configuration.users)
         @Sendable func firstOfReason(_ kind: String) -> @Sendable (RequestRecorder.Outcome, String, String) -> Void {
             { outcome, reason, detail in
                 switch outcome {
-                case .failed: output.note("first failed \(kind) (\(reason))")
+                case .failed: output.note("first failed \(kind) (\(detail))")
                 case .notStarted: output.note("a request was not started: \(detail); the machine cannot keep up with the rate")
                 }
             }
         }
         let writes = RequestRecorder(firstOfReason: firstOfReason("write"))
         let reads = RequestRecorder(firstOfReason: firstOfReason("read"))
-        let traffic = AuditTraffic(http: http, targets: targets, writerToken: writerToken, readerToken: readerToken, users: users, writes: writes, reads: reads)
+        let idCalls = RequestRecorder(firstOfReason: firstOfReason("ID request"))
 
         let clock = ContinuousClock()
-        let runner = OpenLoopRunner(clock: clock, inFlightLimit: DemoConfiguration.inFlightLimit)
+        // A thread of its own, so that its CPU time is the audit traffic's alone.
+        let eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        defer { eventLoops.shutdownGracefully { _ in } }
+        let clients = try await connect(to: targets, on: eventLoops.next())
+        let auditRunner = EventLoopOpenLoop(eventLoop: clients[0].eventLoop, inFlightLimit: DemoConfiguration.inFlightLimit, wakeInterval: DemoConfiguration.wakeInterval)
+        let idRunner = OpenLoopRunner(clock: clock, inFlightLimit: DemoConfiguration.inFlightLimit, wakeInterval: DemoConfiguration.wakeInterval)
+        let traffic = AuditTraffic(clients: clients, writerToken: writerToken, readerToken: readerToken, users: users, writes: writes, reads: reads, runner: auditRunner)
+        // An application server that is not the audit service: single-ID requests, the seed's policy, no prefetch.
+        var idPolicy = StampClientConfiguration(nodes: servers.generators.map(\.url))
+        idPolicy.coalescing = nil
+        let ids = LoadClient(client: StampIDClient(configuration: idPolicy, logger: logger), ids: IDLedger(), calls: idCalls)
+
         let writeRate = Double(configuration.rate)
-        let schedule = OpenLoopSchedule(rates: [writeRate, writeRate * configuration.readFraction / (1 - configuration.readFraction)], duration: configuration.duration)
-        let userCount = configuration.users
+        let auditSchedule = OpenLoopSchedule(rates: [writeRate, writeRate * configuration.readFraction / (1 - configuration.readFraction)], duration: configuration.duration)
+        let idSchedule = OpenLoopSchedule(rates: [Double(configuration.idRate)], duration: configuration.duration)
+        let servedBefore = await servers.served(http: http)
+        let auditRequestsBefore = await servers.auditRequests(http: http)
+        let cpuBefore = await servers.sampleCPU(auditTraffic: traffic.eventLoop)
         let started = clock.now
         await withTaskGroup(of: Void.self) { group in
+            group.addTask { try? await ids.client.run() }
             group.addTask {
                 await ProgressTicker.run(clock: clock, from: started) { seconds in
-                    let (written, read) = (writes.drainWindow(), reads.drainWindow())
+                    let (written, read, issued) = (writes.drainWindow(), reads.drainWindow(), idCalls.drainWindow())
                     let p99 = LatencySummary(written.latencies, decimals: DemoReport.decimals).milliseconds(0.99)
-                    output.progress("t=\(seconds)s writes/s=\(written.answered) reads/s=\(read.answered) failed=\(written.unanswered + read.unanswered) in_flight=\(runner.inFlight) p99_ms=\(p99)")
+                    output.progress("t=\(seconds)s writes/s=\(written.answered) reads/s=\(read.answered) ids/s=\(issued.answered) failed=\(written.unanswered + read.unanswered + issued.unanswered) in_flight=\(auditRunner.inFlight) p99_ms=\(p99)")
                 }
             }
-            await runner.run(schedule, from: started) { slot, scheduled in
-                let user = Int.random(in: 0..<userCount)
-                guard slot.stream == 0 else {
-                    await traffic.read(user: user, scheduled: scheduled)
-                    return
+            await withTaskGroup(of: Void.self) { drivers in
+                drivers.addTask {
+                    let busy = "over \(DemoConfiguration.inFlightLimit) requests in flight"
+                    await withTaskCancellationHandler {
+                        await auditRunner.run(auditSchedule, from: started) { slot, scheduled in
+                            traffic.start(slot, scheduled: scheduled)
+                        } notStarted: { slot in
+                            (slot.stream == 0 ? writes : reads).notStarted(reason: "not started: " + busy, detail: busy)
+                        }
+                    } onCancel: {
+                        traffic.cancel()
+                    }
                 }
-                guard let claim = users.claim(near: user) else {
-                    writes.notStarted(reason: "not started: no user without a write in flight", detail: "no user without a write in flight")
-                    return
+                drivers.addTask {
+                    await ids.openLoop(shard: 0, schedule: idSchedule, runner: idRunner, from: started)
                 }
-                await traffic.write(claim, scheduled: scheduled)
-            } notStarted: { slot in
-                let reason = "over \(DemoConfiguration.inFlightLimit) requests in flight"
-                (slot.stream == 0 ? writes : reads).notStarted(reason: "not started: \(reason)", detail: reason)
             }
             group.cancelAll()
         }
         let drove = started.duration(to: clock.now)
+        let cpu = CPUShares(from: cpuBefore, to: await servers.sampleCPU(auditTraffic: traffic.eventLoop), elapsed: drove)
+        let served = await servers.served(http: http) - servedBefore
+        let auditRequests = zip(await servers.auditRequests(http: http), auditRequestsBefore).map { $0 - $1 }
+        for client in clients { try? await client.close().get() }
         try Task.checkCancellation()
 
         let snapshot = users.snapshot()
@@ -175,10 +233,46 @@ struct DemoTopology: Sendable {
             reads: reads.total,
             users: snapshot,
             verification: verification,
+            directIDs: DemoReport.DirectIDs(calls: idCalls.total, ledger: ids.ids.totals, retries: ids.client.statistics.retries),
+            served: served,
+            auditRequests: auditRequests,
+            cpu: cpu,
             drove: drove,
             checked: checkStarted.duration(to: clock.now)
         )
         return report.passed ? .passed(report) : .failedChecks(report)
+    }
+
+    /// A client of keep-alive connections to each of `targets`, on `eventLoop`.
+    private func connect(to targets: AuditTargets, on eventLoop: any EventLoop) async throws -> [PipelinedHTTPClient] {
+        var clients: [PipelinedHTTPClient] = []
+        for base in targets.bases {
+            guard let url = URLComponents(string: base), let host = url.host, let port = url.port else {
+                throw LoadTestingError(.setupFailed, "\(base) is not an http://HOST:PORT address")
+            }
+            do {
+                clients.append(try await PipelinedHTTPClient.connect(host: host, port: port, connections: DemoConfiguration.connectionsPerTarget, eventLoop: eventLoop))
+            } catch {
+                for client in clients { try? await client.close().get() }
+                throw LoadTestingError(.setupFailed, "cannot open the driver's connections to \(base)", cause: error)
+            }
+        }
+        return clients
+    }
+
+    /// The `/metrics` text of each server at `urls`; empty for one that does not answer it.
+    static func metrics(_ urls: [String], http: HTTPClient) async -> [Substring] {
+        var texts: [Substring] = []
+        for url in urls {
+            guard let response = try? await http.execute(HTTPClientRequest(url: "\(url)/metrics"), timeout: .seconds(5)),
+                  let body = try? await response.body.collect(upTo: 16 << 20), response.status == .ok
+            else {
+                texts.append("")
+                continue
+            }
+            texts.append(Substring(String(buffer: body)))
+        }
+        return texts
     }
 
     /// Where the coordination store and the shards live: SQLite files in the folder, or PostgreSQL databases created fresh.

@@ -18,7 +18,8 @@ struct DemoVerifier: Sendable {
         var unreadableUsers = 0
         var rows = 0
         var rowsPerShard: [Int: Int] = [:]
-        var duplicates = 0
+        /// The ID of every row read, for the duplicate check.
+        var ids: [Int64] = []
         var lost = 0
         var orderViolations = 0
         var foreignRows = 0
@@ -72,7 +73,6 @@ struct DemoVerifier: Sendable {
         }
 
         var result = Result(users: users.count, unreadableUsers: skipped)
-        var seen = Set<Int64>()
         for history in histories {
             if let problem = history.problem {
                 result.unreadableUsers += 1
@@ -81,7 +81,7 @@ struct DemoVerifier: Sendable {
             result.rows += history.ids.count
             result.foreignRows += history.foreign
             for shard in history.shards { result.rowsPerShard[shard, default: 0] += 1 }
-            for id in history.ids where !seen.insert(id).inserted { result.duplicates += 1 }
+            result.ids += history.ids
             let stored = Set(history.ids)
             let acknowledged = Set(history.acknowledged)
             result.lost += history.acknowledged.count { !stored.contains($0) }
@@ -91,6 +91,11 @@ struct DemoVerifier: Sendable {
             if storedOrder != writeOrder { result.orderViolations += 1 }
         }
         return result
+    }
+
+    static func describe(_ error: any Error) -> String {
+        if let error = error as? HTTPClientError { return "\(error)" }
+        return String(describing: type(of: error)) + ": \(error)"
     }
 
     /// Every page of one user's history, newest first; a page is tried up to 3 times.
@@ -114,7 +119,7 @@ struct DemoVerifier: Sendable {
                     page = try JSONDecoder().decode(Page.self, from: Data(body.readableBytesView))
                     break
                 } catch {
-                    failure = AuditTraffic.describe(error)
+                    failure = Self.describe(error)
                 }
             }
             guard let page else {

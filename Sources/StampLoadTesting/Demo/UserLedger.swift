@@ -32,8 +32,11 @@ public final class UserLedger: Sendable {
     }
 
     private let state: Mutex<State>
+    /// How many users there are.
+    public let count: Int
 
     public init(users: Int) {
+        count = users
         state = Mutex(State(users: Array(repeating: User(), count: users)))
     }
 

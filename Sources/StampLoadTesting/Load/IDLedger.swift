@@ -62,10 +62,13 @@ public final class IDLedger: Sendable {
 
     /// How many IDs of `ledgers` together equal an ID before them, counted over all clients.
     public static func duplicates(in ledgers: [IDLedger]) -> (ids: Int, duplicates: Int) {
-        var all = ledgers.flatMap(\.totals.ids)
-        all.sort()
-        var duplicates = 0
-        for index in all.indices.dropFirst() where all[index] == all[index - 1] { duplicates += 1 }
-        return (all.count, duplicates)
+        let all = ledgers.flatMap(\.totals.ids)
+        return (all.count, duplicates(among: all))
+    }
+
+    /// How many of `ids` equal an ID before them.
+    public static func duplicates(among ids: [Int64]) -> Int {
+        let sorted = ids.sorted()
+        return sorted.indices.dropFirst().count { sorted[$0] == sorted[$0 - 1] }
     }
 }

@@ -51,13 +51,6 @@ public struct LoadRun: Sendable {
         self.output = output
     }
 
-    /// One client, the IDs it received, and the recorder all clients share.
-    private struct Client: Sendable {
-        let client: StampIDClient<ContinuousClock>
-        let ids: IDLedger
-        let calls: RequestRecorder
-    }
-
     /// Runs for the configured duration and returns the report.
     public func run() async -> LoadReport {
         let output = self.output
@@ -68,7 +61,7 @@ public struct LoadRun: Sendable {
             }
         }
         let clients = (0..<configuration.clients).map { _ in
-            Client(client: StampIDClient(configuration: configuration.client, logger: logger), ids: IDLedger(), calls: recorder)
+            LoadClient(client: StampIDClient(configuration: configuration.client, logger: logger), ids: IDLedger(), calls: recorder)
         }
         let clock = ContinuousClock()
         let start = clock.now
@@ -84,9 +77,10 @@ public struct LoadRun: Sendable {
                 for client in clients {
                     drivers.addTask {
                         if ratePerClient > 0 {
-                            await Self.openLoop(client, shard: shard, rate: ratePerClient, duration: configuration.duration, clock: clock, start: start)
+                            let runner = OpenLoopRunner(clock: clock, inFlightLimit: LoadConfiguration.inFlightLimit)
+                            await client.openLoop(shard: shard, schedule: OpenLoopSchedule(rates: [ratePerClient], duration: configuration.duration), runner: runner, from: start)
                         } else {
-                            await Self.closedLoop(client, shard: shard, clock: clock, end: end)
+                            await client.closedLoop(shard: shard, clock: clock, end: end)
                         }
                     }
                 }
@@ -105,44 +99,55 @@ public struct LoadRun: Sendable {
 
         return LoadReport(calls: recorder.total, ledgers: clients.map(\.ids), statistics: clients.map(\.client.statistics), elapsed: start.duration(to: clock.now))
     }
+}
 
-    private static func openLoop(_ client: Client, shard: Int, rate: Double, duration: Duration, clock: ContinuousClock, start: ContinuousClock.Instant) async {
-        let runner = OpenLoopRunner(clock: clock, inFlightLimit: LoadConfiguration.inFlightLimit)
-        await runner.run(OpenLoopSchedule(rates: [rate], duration: duration), from: start) { _, scheduled in
-            let floor = client.ids.floor
+/// One client of a load run: a ``StampIDClient``, the IDs it received, and the recorder of its calls
+/// (which the clients of a run may share).
+struct LoadClient: Sendable {
+    let client: StampIDClient<ContinuousClock>
+    let ids: IDLedger
+    let calls: RequestRecorder
+
+    /// Asks for one ID of `shard` at each request of `schedule`, started by `runner` from `start`,
+    /// and records each answer, failure and request not started.
+    func openLoop(shard: Int, schedule: OpenLoopSchedule, runner: OpenLoopRunner<ContinuousClock>, from start: ContinuousClock.Instant) async {
+        let clock = runner.clock
+        await runner.run(schedule, from: start) { _, scheduled in
+            let floor = ids.floor
             do throws(StampClientError) {
-                let id = try await client.client.nextID(shard: shard)
-                client.calls.answered(latency: scheduled.duration(to: clock.now))
-                client.ids.record(id, floor: floor)
+                let id = try await client.nextID(shard: shard)
+                calls.answered(latency: scheduled.duration(to: clock.now))
+                ids.record(id, floor: floor)
             } catch {
-                client.calls.failed(reason: error.code.rawValue, detail: "\(error)")
+                calls.failed(reason: error.code.rawValue, detail: "\(error)")
             }
         } notStarted: { _ in
-            client.calls.notStarted(reason: "not-started")
+            calls.notStarted(reason: "not-started")
         }
     }
 
-    private static func closedLoop(_ client: Client, shard: Int, clock: ContinuousClock, end: ContinuousClock.Instant) async {
-        var calls = RequestRecorder.Batch()
-        var ids = IDLedger.Batch()
+    /// Asks for one ID of `shard` again as soon as each answer comes, until `end`.
+    func closedLoop(shard: Int, clock: ContinuousClock, end: ContinuousClock.Instant) async {
+        var batch = RequestRecorder.Batch()
+        var received = IDLedger.Batch()
         var now = clock.now
         while now < end {
             let started = now
             do throws(StampClientError) {
-                let id = try await client.client.nextID(shard: shard)
+                let id = try await client.nextID(shard: shard)
                 now = clock.now
-                calls.answered(latency: started.duration(to: now))
-                ids.record(id)
+                batch.answered(latency: started.duration(to: now))
+                received.record(id)
             } catch {
                 now = clock.now
-                client.calls.failed(reason: error.code.rawValue, detail: "\(error)")
+                calls.failed(reason: error.code.rawValue, detail: "\(error)")
             }
-            if ids.ids.count >= LoadConfiguration.closedLoopBatch {
-                client.calls.merge(&calls)
-                client.ids.merge(&ids)
+            if received.ids.count >= LoadConfiguration.closedLoopBatch {
+                calls.merge(&batch)
+                ids.merge(&received)
             }
         }
-        client.calls.merge(&calls)
-        client.ids.merge(&ids)
+        calls.merge(&batch)
+        ids.merge(&received)
     }
 }
