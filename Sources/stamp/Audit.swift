@@ -21,8 +21,10 @@ struct AuditServe: AsyncParsableCommand {
         discussion: """
         The server is stateless: run as many as you like behind a load balancer. Each write gets one ID from the \
         generator nodes (through the Stamp client: 2 s timeout, 3 retries 1 s apart, failover) for the user's \
-        shard in the shard map, and one row in that shard's database, committed in groups. The shard map file is \
-        re-read as it changes; a new version's databases are opened before it is used.
+        shard in the shard map, and one row in that shard's database, committed in groups and answered once on disk; \
+        a row whose ID sorts below its user's newest row (a generator behind another's) goes again with a newer ID \
+        in the same request. The shard map file is re-read as it changes; a new version's databases are opened \
+        before it is used.
 
         Secrets come from the environment only, so that they never show in process lists: \
         STAMP_AUDIT_DATA_KEY (base64 of 32 random bytes: the AES-256-GCM key sealing before/after values; \
