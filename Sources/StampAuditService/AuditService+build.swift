@@ -32,7 +32,7 @@ extension AuditService {
         }
         let folder = URL(fileURLWithPath: path).deletingLastPathComponent().path
         let policy = configuration.commitPolicy
-        let shards = ShardSet(initial: first, maxBatch: configuration.maxBatch, commitsPerShard: { policy.concurrentCommits(on: $0) }, logger: logger) { shard in
+        let shards = ShardSet(initial: first, maxBatch: configuration.maxBatch, commitsPerShard: { policy.concurrentCommits(on: $0) }, logger: logger, metricsFactory: metricsFactory) { shard in
             try AuditStores.open(shard, folder: folder, logger: logger)
         }
         let source: ShardMapSource<C>

@@ -27,17 +27,20 @@ public final class ShardSet: Service, Sendable {
     private let maxBatch: Int
     private let commitsPerShard: @Sendable (ShardMap.Shard) -> Int
     private let logger: Logger
+    private let metricsFactory: any MetricsFactory
     private let shards = Mutex<[Int: OpenShard]>([:])
     private let started: AsyncStream<any AuditStore>
     private let startedContinuation: AsyncStream<any AuditStore>.Continuation
 
     /// - Parameters:
     ///   - maxBatch: Most rows in one commit.
-    ///   - commitsPerShard: Most commits running at once on a shard: 1 suits SQLite, a few PostgreSQL.
+    ///   - commitsPerShard: Most commits running at once on a shard (see ``AuditServiceConfiguration/CommitPolicy``).
     ///   - initial: The map whose shards ``run()`` opens first.
+    ///   - metricsFactory: Where each shard's commit time and committed rows are counted.
     ///   - open: Makes the store of a shard.
-    public init(initial: ShardMap, maxBatch: Int = 512, commitsPerShard: @escaping @Sendable (ShardMap.Shard) -> Int, logger: Logger, open: @escaping OpenStore) {
+    public init(initial: ShardMap, maxBatch: Int = 512, commitsPerShard: @escaping @Sendable (ShardMap.Shard) -> Int, logger: Logger, metricsFactory: any MetricsFactory = MetricsSystem.factory, open: @escaping OpenStore) {
         self.open = open
+        self.metricsFactory = metricsFactory
         self.initial = initial
         self.maxBatch = maxBatch
         self.commitsPerShard = commitsPerShard
@@ -62,8 +65,8 @@ public final class ShardSet: Service, Sendable {
                 throw error
             }
             let dimensions = [("shard", "\(shard.id)")]
-            let commits = Timer(label: "stamp_audit_commit_duration_seconds", dimensions: dimensions)
-            let committedRows = Counter(label: "stamp_audit_committed_rows_total", dimensions: dimensions)
+            let commits = Timer(label: "stamp_audit_commit_duration_seconds", dimensions: dimensions, factory: metricsFactory)
+            let committedRows = Counter(label: "stamp_audit_committed_rows_total", dimensions: dimensions, factory: metricsFactory)
             let committer = GroupCommitter(maxBatch: maxBatch, maxConcurrentCommits: commitsPerShard(shard)) { rows throws(AuditStoreError) in
                 let started = ContinuousClock.now
                 defer {

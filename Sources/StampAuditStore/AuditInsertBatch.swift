@@ -23,7 +23,7 @@ struct AuditInsertBatch {
         var seen: Set<UserKey> = []
         var greatest: [String: StampID] = [:]
         settled = rows.map { row in
-            guard seen.insert(UserKey(user: row.user, idempotencyKey: row.idempotencyKey)).inserted else { return .repeated }
+            guard seen.insert(UserKey(row)).inserted else { return .repeated }
             if let latest = greatest[row.user], row.id <= latest { return .belowLatest(latest) }
             greatest[row.user] = row.id
             return nil
@@ -46,8 +46,18 @@ struct AuditInsertBatch {
         return settled.map { $0 ?? next.next()! }
     }
 
-    private struct UserKey: Hashable {
+    /// A user and one of their idempotency keys: what a row may exist once for.
+    struct UserKey: Hashable {
         var user: String
         var idempotencyKey: String
+
+        init(user: String, idempotencyKey: String) {
+            self.user = user
+            self.idempotencyKey = idempotencyKey
+        }
+
+        init(_ row: AuditRow) {
+            self.init(user: row.user, idempotencyKey: row.idempotencyKey)
+        }
     }
 }

@@ -79,29 +79,23 @@ public final class PostgresAuditStore: AuditStore {
                 }
             }
         }
-        let refused = batch.sent.filter { !inserted.contains($0.id) }
-        guard !refused.isEmpty else { return batch.outcomes(ofSent: Array(repeating: .stored, count: batch.sent.count)) }
-        let (takenKeys, latest) = try await whyRefused(refused)
+        let (takenKeys, latest) = try await whyRefused(batch.sent.filter { !inserted.contains($0.id) })
         return try batch.outcomes(ofSent: batch.sent.map { row throws(AuditStoreError) in
             if inserted.contains(row.id) { return .stored }
-            if takenKeys.contains(UserKey(user: row.user, idempotencyKey: row.idempotencyKey)) { return .repeated }
+            if takenKeys.contains(AuditInsertBatch.UserKey(row)) { return .repeated }
             if let latest = latest[row.user], latest >= row.id { return .belowLatest(latest) }
             throw AuditStoreError(.rejected, "the PostgreSQL store neither stored a row nor found why")
         })
     }
 
-    private struct UserKey: Hashable {
-        var user: String
-        var idempotencyKey: String
-    }
-
     /// For rows an insert did not store: which of their users' keys are taken, and each of their
     /// users' latest IDs. Rows are never removed, so what made the insert refuse a row is still there.
-    private func whyRefused(_ rows: [AuditRow]) async throws(AuditStoreError) -> (takenKeys: Set<UserKey>, latest: [String: StampID]) {
+    private func whyRefused(_ rows: [AuditRow]) async throws(AuditStoreError) -> (takenKeys: Set<AuditInsertBatch.UserKey>, latest: [String: StampID]) {
+        guard !rows.isEmpty else { return ([], [:]) }
         let users = rows.map(\.user)
         let keys = rows.map(\.idempotencyKey)
-        return try await perform("check refused rows") { () async throws -> (Set<UserKey>, [String: StampID]) in
-            var taken: Set<UserKey> = []
+        return try await perform("check refused rows") { () async throws -> (Set<AuditInsertBatch.UserKey>, [String: StampID]) in
+            var taken: Set<AuditInsertBatch.UserKey> = []
             let keyRows = try await client.query(
                 """
                 SELECT user_id, idempotency_key FROM stamp_audit_events
@@ -110,7 +104,7 @@ public final class PostgresAuditStore: AuditStore {
                 logger: logger
             )
             for try await (user, key) in keyRows.decode((String, String).self) {
-                taken.insert(UserKey(user: user, idempotencyKey: key))
+                taken.insert(AuditInsertBatch.UserKey(user: user, idempotencyKey: key))
             }
             var latest: [String: StampID] = [:]
             let latestRows = try await client.query(

@@ -84,13 +84,12 @@ public final class SQLiteAuditStore: AuditStore {
 
     public func history(user: String, field: String?, before: StampID?, limit: Int) async throws(AuditStoreError) -> [AuditRow] {
         guard limit > 0 else { return [] }
-        // IDs are below Int64.max + 1, so a missing cursor reads as "below everything + 1".
-        let below = before?.rawValue ?? Int64.max
-        let inclusive = before == nil
+        // The rows at or below one less than the cursor; without one, at or below the greatest ID.
+        let through = before.map { $0.rawValue - 1 } ?? Int64.max
         if let field {
-            return try await rows("read a history", inclusive ? SQL.historyOfFieldAll : SQL.historyOfField, [user, field, below, limit])
+            return try await rows("read a history", SQL.historyOfField, [user, field, through, limit])
         }
-        return try await rows("read a history", inclusive ? SQL.historyAll : SQL.history, [user, below, limit])
+        return try await rows("read a history", SQL.history, [user, through, limit])
     }
 
     public func latestID(user: String) async throws(AuditStoreError) -> StampID? {
@@ -231,12 +230,10 @@ private enum SQL {
     static let rowByID = "SELECT \(AuditInsertBatch.columns) FROM stamp_audit_events WHERE id = ?1"
     /// The row of user `?1` with idempotency key `?2`.
     static let rowByKey = "SELECT \(AuditInsertBatch.columns) FROM stamp_audit_events WHERE user_id = ?1 AND idempotency_key = ?2"
-    /// Up to `?3` rows of user `?1` below ID `?2`, newest first; `historyAll` includes `?2` itself.
-    static let history = "SELECT \(AuditInsertBatch.columns) FROM stamp_audit_events WHERE user_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3"
-    static let historyAll = "SELECT \(AuditInsertBatch.columns) FROM stamp_audit_events WHERE user_id = ?1 AND id <= ?2 ORDER BY id DESC LIMIT ?3"
-    /// As ``history``, of field `?2` only, below `?3`, up to `?4` rows.
-    static let historyOfField = "SELECT \(AuditInsertBatch.columns) FROM stamp_audit_events WHERE user_id = ?1 AND field = ?2 AND id < ?3 ORDER BY id DESC LIMIT ?4"
-    static let historyOfFieldAll = "SELECT \(AuditInsertBatch.columns) FROM stamp_audit_events WHERE user_id = ?1 AND field = ?2 AND id <= ?3 ORDER BY id DESC LIMIT ?4"
+    /// Up to `?3` rows of user `?1` with IDs up to `?2`, newest first.
+    static let history = "SELECT \(AuditInsertBatch.columns) FROM stamp_audit_events WHERE user_id = ?1 AND id <= ?2 ORDER BY id DESC LIMIT ?3"
+    /// As ``history``, of field `?2` only, with IDs up to `?3`, up to `?4` rows.
+    static let historyOfField = "SELECT \(AuditInsertBatch.columns) FROM stamp_audit_events WHERE user_id = ?1 AND field = ?2 AND id <= ?3 ORDER BY id DESC LIMIT ?4"
 }
 
 extension AuditRow {
