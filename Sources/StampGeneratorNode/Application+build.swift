@@ -22,20 +22,17 @@ import StampShardMap
 ///   the shard map cannot be read.
 public func buildApplication(configuration: GeneratorNodeServerConfiguration, metrics: (@Sendable () -> String)? = nil, logger: Logger) throws -> some ApplicationProtocol {
     var shardMapServices: [any Service] = []
-    var knowsShard: (@Sendable (Int) async -> Bool)?
+    var shards: ShardCheck?
     if let path = configuration.shardMapPath {
         let source = try ShardMapSource(path: path, layout: configuration.node.layout, clock: ContinuousClock(), logger: logger)
         logger.notice("shard map loaded", metadata: ["stamp.shard_map.version": "\(source.current.version)", "stamp.shard_map.shards": "\(source.current.shards.map(\.id).sorted())"])
         shardMapServices.append(source)
-        // An unknown shard may be in a newer version than the last poll saw: check the file first.
-        knowsShard = { shard in
-            source.knows(shard: shard) ? true : await source.refreshIfChanged().knows(shard: shard)
-        }
+        shards = ShardCheck(known: { source.knows(shard: $0) }, refreshed: { await source.refreshIfChanged().knows(shard: $0) })
     }
     let store = try configuration.store.makeCoordinationStore(logger: logger)
     let listening = ListeningAddress()
     let node = GeneratorNode(configuration: configuration.node, store: store, clock: ContinuousClock(), logger: logger, listening: listening)
-    var application = buildApplication(node: node, server: configuration.server, metrics: metrics, knowsShard: knowsShard, listening: listening, logger: logger)
+    var application = buildApplication(node: node, server: configuration.server, metrics: metrics, shards: shards, listening: listening, logger: logger)
     // Shut down in reverse: the shard map source, then the node (releasing its lease), then the store.
     application.addServices([StoreService(store: store), node] + shardMapServices)
     return application
@@ -50,7 +47,7 @@ public func buildApplication(configuration: GeneratorNodeServerConfiguration, me
 ///   - server: Where to listen and the bounds on requests.
 ///   - metrics: Renders the Prometheus text of `/metrics`; `nil` serves an empty document.
 ///   - wallClock: Wall time, for validating IDs at `/v1/ids/{id}`.
-///   - knowsShard: Whether the shard map lists a shard; IDs for other shards are refused.
+///   - shards: Whether the shard map lists a shard; IDs for other shards are refused.
 ///     `nil` serves every shard of the layout.
 ///   - listening: Told where the server listens once it does; give the node the same one.
 ///   - logger: The server's logger.
@@ -59,7 +56,7 @@ public func buildApplication<C: Clock<Duration>>(
     server: HTTPServerConfiguration = GeneratorNodeServerConfiguration().server,
     metrics: (@Sendable () -> String)? = nil,
     wallClock: any WallClock = SystemWallClock(),
-    knowsShard: (@Sendable (Int) async -> Bool)? = nil,
+    shards: ShardCheck? = nil,
     listening: ListeningAddress? = nil,
     logger: Logger
 ) -> Application<RouterResponder<BasicRequestContext>> {
@@ -67,7 +64,7 @@ public func buildApplication<C: Clock<Duration>>(
     router.add(middleware: ProblemMiddleware(allowedMethods: GeneratorPaths.allowedMethods))
     router.add(middleware: RequestMetricsMiddleware())
     router.add(middleware: BodyLimitMiddleware(maxBodySize: server.maxBodySize))
-    IDRoutes(node: node, wallClock: wallClock, knowsShard: knowsShard).add(to: router)
+    IDRoutes(node: node, wallClock: wallClock, shards: shards).add(to: router)
     OperationalRoutes(
         readiness: {
             let readiness = node.readiness()
@@ -83,7 +80,9 @@ public func buildApplication<C: Clock<Duration>>(
         openAPIDocument: OpenAPIDocument.text
     ).add(to: router)
 
-    return server.application(router: router, serverName: "stamp", listening: listening, logger: logger)
+    // Single-ID requests are the node's hot path: answered in the channel pipeline, not the router.
+    let eventLoopRoutes: [any EventLoopRoute] = [IssueRoute(node: node, shards: shards)]
+    return server.application(router: router, eventLoopRoutes: eventLoopRoutes, serverName: "stamp", listening: listening, logger: logger)
 }
 
 /// Runs a coordination store's background work as a service, and closes the store when it ends.

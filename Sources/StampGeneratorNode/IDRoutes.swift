@@ -1,83 +1,40 @@
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import NIOCore
 import StampAPI
 import StampCore
 import StampCoordination
 import StampHTTP
 
+/// Whether the shard map lists a shard, for refusing IDs of shards it does not.
+public struct ShardCheck: Sendable {
+    /// Answers from the map in memory, without waiting.
+    let known: @Sendable (Int) -> Bool
+    /// Answers after reading the map again, for a shard ``known`` does not list (it may be in a
+    /// version newer than the last poll saw).
+    let refreshed: @Sendable (Int) async -> Bool
+
+    public init(known: @escaping @Sendable (Int) -> Bool, refreshed: @escaping @Sendable (Int) async -> Bool) {
+        self.known = known
+        self.refreshed = refreshed
+    }
+}
+
 /// The ID endpoints: `GET /v1/ids`, `GET /v1/ids/{id}` and `GET /v1/cluster`.
 struct IDRoutes<C: Clock<Duration>>: Sendable where C.Instant: Sendable {
     let node: GeneratorNode<C>
     let wallClock: any WallClock
-    let knowsShard: (@Sendable (Int) async -> Bool)?
-
-    /// The representations `GET /v1/ids` can answer with.
-    enum Representation {
-        case json, text, binary
-    }
+    let shards: ShardCheck?
 
     func add(to router: Router<BasicRequestContext>) {
-        router.get("/v1/ids") { request, _ in try await issue(request) }
+        let issuing = IssueRoute(node: node, shards: shards)
+        router.get("/v1/ids") { request, _ in try await issuing.respond(to: request) }
         router.get("/v1/ids/:id") { _, context in try decode(context.parameters.get("id") ?? "") }
         router.get("/v1/cluster") { _, _ in try await cluster() }
     }
 
     private var layout: IDLayout { node.configuration.layout }
-
-    func issue(_ request: Request) async throws -> Response {
-        let query = request.uri.queryParameters
-        let shard = try Self.boundedInteger(query["shard"], name: "shard", default: 0, range: 0...layout.maxShard)
-        if let knowsShard, await !knowsShard(shard) {
-            throw Problem(.unknownShard, status: .badRequest, detail: "shard \(shard) is not in the shard map")
-        }
-        let count = try Self.boundedInteger(query["count"], name: "count", default: 1, range: 1...node.configuration.maxCount)
-        var after: StampID?
-        if let text = query["after"] {
-            do {
-                after = try StampID(decimal: text)
-            } catch {
-                throw Problem(.invalidParameter, status: .badRequest, detail: "after: \(error)")
-            }
-        }
-        let representation = try Self.negotiate(request.headers[.accept])
-
-        let ids: IssuedIDs
-        do {
-            ids = try node.issue(shard: shard, count: count, after: after)
-        } catch let error as GeneratorError {
-            switch error.code {
-            case .afterTooFarAhead:
-                throw Problem(.afterTooFarAhead, status: .conflict, detail: "after is further ahead of this node's clock than the maximum lead of \(node.configuration.maxLeadMilliseconds) ms; ask another node or retry later")
-            case .shardOutOfRange, .countOutOfRange, .nodeOutOfRange, .invalidArgument:
-                throw Problem(.invalidParameter, status: .badRequest, detail: error.message)
-            case .leadExceeded, .reservationExhausted, .clockBeforeEpoch, .layoutExhausted:
-                throw Problem.unavailable("refused: \(error.message)", retryAfterMilliseconds: error.retryAfterMilliseconds)
-            }
-        } catch let refusal as IssueRefusal {
-            throw Problem.unavailable("refused: this node holds no valid lease", retryAfterMilliseconds: refusal.retryAfterMilliseconds)
-        }
-
-        var buffer = ByteBufferAllocator().buffer(capacity: representation == .binary ? ids.count * 8 : ids.count * 22 + 32)
-        let contentType: String
-        switch representation {
-        case .json:
-            contentType = "application/json"
-            IDBatch.writeJSON(ids: ids, node: ids[0].fields(in: layout).node, into: &buffer)
-        case .text:
-            contentType = "text/plain; charset=utf-8"
-            for id in ids {
-                buffer.writeDecimal(id.rawValue)
-                buffer.writeInteger(UInt8(ascii: "\n"))
-            }
-        case .binary:
-            contentType = "application/octet-stream"
-            for id in ids {
-                buffer.writeInteger(id.rawValue, endianness: .big)
-            }
-        }
-        return Response(status: .ok, headers: [.contentType: contentType, .cacheControl: "no-store"], body: ResponseBody(byteBuffer: buffer))
-    }
 
     func decode(_ text: String) throws -> Response {
         let id: StampID
@@ -108,9 +65,111 @@ struct IDRoutes<C: Clock<Duration>>: Sendable where C.Instant: Sendable {
             nodes: leases.map { ClusterStatus.Member(node: $0.node, address: $0.address, expiresAt: RFC3339.format(unixMilliseconds: $0.expiresAtUnixMilliseconds)) }
         ))
     }
+}
+
+/// `GET /v1/ids`, answered on the event loop (an ``EventLoopRoute``) and, for requests it passes on,
+/// by the router: both parse, issue and encode with the same functions.
+struct IssueRoute<C: Clock<Duration>>: EventLoopRoute where C.Instant: Sendable {
+    let node: GeneratorNode<C>
+    let shards: ShardCheck?
+
+    /// The representations `GET /v1/ids` can answer with.
+    enum Representation {
+        case json, text, binary
+    }
+
+    /// What a request asks for.
+    struct Parameters {
+        let shard: Int
+        let count: Int
+        let after: StampID?
+        let representation: Representation
+    }
+
+    private var layout: IDLayout { node.configuration.layout }
+
+    var label: String { "/v1/ids" }
+
+    func matches(method: HTTPRequest.Method, path: Substring) -> Bool {
+        method == .get && path == "/v1/ids"
+    }
+
+    func answer(_ request: HTTPRequest, body: ByteBuffer, eventLoop: any EventLoop) -> EventLoopAnswer {
+        do throws(Problem) {
+            let parameters = try parse(URI(request.path ?? "").queryParameters, accept: request.headerFields[.accept])
+            // A shard the map in memory does not list needs the file read again: the router waits for that.
+            if let shards, !shards.known(parameters.shard) { return .passOn }
+            return .now(try issue(parameters))
+        } catch {
+            return .now(error.directResponse)
+        }
+    }
+
+    /// The router's answer, for requests ``answer(_:body:eventLoop:)`` passed on.
+    func respond(to request: Request) async throws -> Response {
+        let parameters = try parse(request.uri.queryParameters, accept: request.headers[.accept])
+        if let shards, !shards.known(parameters.shard), await !shards.refreshed(parameters.shard) {
+            throw Problem(.unknownShard, status: .badRequest, detail: "shard \(parameters.shard) is not in the shard map")
+        }
+        return Response(try issue(parameters))
+    }
+
+    func parse(_ query: FlatDictionary<Substring, Substring>, accept: String?) throws(Problem) -> Parameters {
+        let shard = try Self.boundedInteger(query["shard"], name: "shard", default: 0, range: 0...layout.maxShard)
+        let count = try Self.boundedInteger(query["count"], name: "count", default: 1, range: 1...node.configuration.maxCount)
+        var after: StampID?
+        if let text = query["after"] {
+            do {
+                after = try StampID(decimal: text)
+            } catch {
+                throw Problem(.invalidParameter, status: .badRequest, detail: "after: \(error)")
+            }
+        }
+        return Parameters(shard: shard, count: count, after: after, representation: try Self.negotiate(accept))
+    }
+
+    func issue(_ parameters: Parameters) throws(Problem) -> DirectResponse {
+        let ids: IssuedIDs
+        do {
+            ids = try node.issue(shard: parameters.shard, count: parameters.count, after: parameters.after)
+        } catch let error as GeneratorError {
+            switch error.code {
+            case .afterTooFarAhead:
+                throw Problem(.afterTooFarAhead, status: .conflict, detail: "after is further ahead of this node's clock than the maximum lead of \(node.configuration.maxLeadMilliseconds) ms; ask another node or retry later")
+            case .shardOutOfRange, .countOutOfRange, .nodeOutOfRange, .invalidArgument:
+                throw Problem(.invalidParameter, status: .badRequest, detail: error.message)
+            case .leadExceeded, .reservationExhausted, .clockBeforeEpoch, .layoutExhausted:
+                throw Problem.unavailable("refused: \(error.message)", retryAfterMilliseconds: error.retryAfterMilliseconds)
+            }
+        } catch let refusal as IssueRefusal {
+            throw Problem.unavailable("refused: this node holds no valid lease", retryAfterMilliseconds: refusal.retryAfterMilliseconds)
+        } catch {
+            throw Problem(.internalError, status: .internalServerError, detail: "internal error")
+        }
+
+        var buffer = ByteBufferAllocator().buffer(capacity: parameters.representation == .binary ? ids.count * 8 : ids.count * 22 + 32)
+        let contentType: String
+        switch parameters.representation {
+        case .json:
+            contentType = "application/json"
+            IDBatch.writeJSON(ids: ids, node: ids[0].fields(in: layout).node, into: &buffer)
+        case .text:
+            contentType = "text/plain; charset=utf-8"
+            for id in ids {
+                buffer.writeDecimal(id.rawValue)
+                buffer.writeInteger(UInt8(ascii: "\n"))
+            }
+        case .binary:
+            contentType = "application/octet-stream"
+            for id in ids {
+                buffer.writeInteger(id.rawValue, endianness: .big)
+            }
+        }
+        return DirectResponse(status: .ok, headers: [.contentType: contentType, .cacheControl: "no-store"], body: buffer)
+    }
 
     /// Reads an optional query parameter of 1 to 9 ASCII digits within `range`.
-    static func boundedInteger(_ text: Substring?, name: String, default value: Int, range: ClosedRange<Int>) throws -> Int {
+    static func boundedInteger(_ text: Substring?, name: String, default value: Int, range: ClosedRange<Int>) throws(Problem) -> Int {
         guard let text else { return value }
         guard !text.isEmpty, text.utf8.count <= 9, text.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }), let number = Int(text), range.contains(number) else {
             let shown = text.count > 20 ? text.prefix(20) + "…" : text
@@ -121,7 +180,7 @@ struct IDRoutes<C: Clock<Duration>>: Sendable where C.Instant: Sendable {
 
     /// Picks the representation from an `Accept` header: the acceptable type with the highest
     /// quality, JSON when the header is absent or allows anything.
-    static func negotiate(_ accept: String?) throws -> Representation {
+    static func negotiate(_ accept: String?) throws(Problem) -> Representation {
         guard let accept, !accept.isEmpty else { return .json }
         var best: (Representation, Double)?
         for range in accept.split(separator: ",") {

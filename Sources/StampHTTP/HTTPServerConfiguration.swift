@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import HummingbirdCore
 import Logging
+import Metrics
 import NIOCore
 import StampCore
 
@@ -68,15 +69,32 @@ extension HTTPServerConfiguration {
 extension HTTPServerConfiguration {
     /// The Hummingbird application that serves `router` at this address with these bounds, and
     /// tells `listening` (and the port file) where it listens once it does.
+    ///
+    /// - Parameters:
+    ///   - eventLoopRoutes: Routes answered in the channel pipeline ahead of the router (see
+    ///     ``EventLoopRoute``), first match first; every other request goes to `router`.
+    ///   - metricsFactory: Where the event-loop routes' requests are timed.
     public func application<Context: RequestContext>(
         router: Router<Context>,
+        eventLoopRoutes: [any EventLoopRoute] = [],
         serverName: String,
         listening: ListeningAddress? = nil,
+        metricsFactory: any MetricsFactory = MetricsSystem.factory,
         logger: Logger
     ) -> Application<RouterResponder<Context>> {
-        Application(
+        let configuration = http1
+        let server: HTTPServerBuilder
+        if eventLoopRoutes.isEmpty {
+            server = .http1(configuration: configuration)
+        } else {
+            let timers = RequestTimers(factory: metricsFactory)
+            server = HTTPServerBuilder { responder in
+                RoutingHTTP1Channel(responder: responder, configuration: configuration, routes: eventLoopRoutes, maxBodySize: maxBodySize, serverName: serverName, timers: timers)
+            }
+        }
+        return Application(
             router: router,
-            server: .http1(configuration: http1),
+            server: server,
             configuration: ApplicationConfiguration(address: .hostname(host, port: port), serverName: serverName),
             onServerRunning: announceListening(to: listening, logger: logger),
             logger: logger

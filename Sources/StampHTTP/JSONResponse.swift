@@ -20,8 +20,6 @@ extension Response {
 
     /// An `application/json` answer of a document already written, not to be cached.
     public static func json(document: ByteBuffer, status: HTTPResponse.Status = .ok, headers: HTTPFields = [:]) -> Response {
-        var fields: HTTPFields = [.contentType: "application/json", .cacheControl: "no-store"]
-        fields.append(contentsOf: headers)
-        return Response(status: status, headers: fields, body: ResponseBody(byteBuffer: document))
+        Response(DirectResponse.json(document: document, status: status, headers: headers))
     }
 }

@@ -35,10 +35,16 @@ public struct Problem: HTTPResponseError, Sendable {
     }
 
     public func response(from request: Request, context: some RequestContext) throws -> Response {
+        Response(directResponse)
+    }
+
+    /// The `application/problem+json` answer of this problem.
+    public var directResponse: DirectResponse {
         var headers: HTTPFields = [.contentType: "application/problem+json", .cacheControl: "no-store"]
         if let retryAfterSeconds { headers[.retryAfter] = String(retryAfterSeconds) }
         headers.append(contentsOf: self.headers)
-        return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(data: try APIEncoding.encoder.encode(details))))
+        // Encoding four strings and an integer cannot fail.
+        return DirectResponse(status: status, headers: headers, body: ByteBuffer(data: try! APIEncoding.encoder.encode(details)))
     }
 }
 

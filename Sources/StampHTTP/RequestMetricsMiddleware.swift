@@ -10,10 +10,10 @@ import Synchronization
 /// generator node about a tenth of its single-ID throughput; this one does one lookup and one
 /// observation, timed to when the response is ready.
 public struct RequestMetricsMiddleware<Context: RequestContext>: RouterMiddleware {
-    private let timers: TimerCache
+    private let timers: RequestTimers
 
     public init(factory: any MetricsFactory = MetricsSystem.factory) {
-        timers = TimerCache(factory: factory)
+        timers = RequestTimers(factory: factory)
     }
 
     public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
@@ -30,8 +30,9 @@ public struct RequestMetricsMiddleware<Context: RequestContext>: RouterMiddlewar
     }
 }
 
-/// One timer per route and status, made on first use.
-private final class TimerCache: Sendable {
+/// One timer of `stamp_http_request_duration_seconds` per route and status, made on first use;
+/// shared by this middleware and the ``EventLoopRoute``s.
+final class RequestTimers: Sendable {
     private struct Key: Hashable {
         let route: String?
         let status: Int

@@ -12,13 +12,17 @@ import Testing
 
 @Suite("HTTP API")
 struct HTTPAPITests {
-    /// Runs `body` against the application of a node that holds a lease.
-    func withApplication(claimed: Bool = true, knowsShard: (@Sendable (Int) async -> Bool)? = nil, _ body: @Sendable (any TestClientProtocol, NodeFixture) async throws -> Void) async throws {
-        let fixture = NodeFixture()
-        if claimed { try await fixture.start() } else { try await fixture.node.prepare() }
-        let application = buildApplication(node: fixture.node, metrics: { "stamp_test_metric 1\n" }, wallClock: fixture.wallClock, knowsShard: knowsShard, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
-        try await application.test(.router) { client in
-            try await body(client, fixture)
+    /// Runs `body` against the application of a node that holds a lease, twice: through the router
+    /// alone (Hummingbird's router test mode), then over a live connection, where `GET /v1/ids` is
+    /// answered in the channel pipeline.
+    func withApplication(claimed: Bool = true, shards: ShardCheck? = nil, _ body: @Sendable (any TestClientProtocol, NodeFixture) async throws -> Void) async throws {
+        for setup in [TestingSetup.router, .live] {
+            let fixture = NodeFixture()
+            if claimed { try await fixture.start() } else { try await fixture.node.prepare() }
+            let application = buildApplication(node: fixture.node, server: HTTPServerConfiguration(port: 0), metrics: { "stamp_test_metric 1\n" }, wallClock: fixture.wallClock, shards: shards, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+            try await application.test(setup) { client in
+                try await body(client, fixture)
+            }
         }
     }
 
@@ -64,12 +68,24 @@ struct HTTPAPITests {
     }
 
     @Test func shardsTheShardMapDoesNotListAreRefused() async throws {
-        try await withApplication(knowsShard: { $0 < 3 }) { client, fixture in
+        try await withApplication(shards: ShardCheck(known: { $0 < 3 }, refreshed: { $0 < 3 })) { client, fixture in
             try await client.execute(uri: "/v1/ids?shard=2", method: .get) { #expect($0.status == .ok) }
             try await client.execute(uri: "/v1/ids?shard=3&count=5", method: .get) { response in
                 try Self.expectProblem(response, status: .badRequest, type: "unknown-shard")
             }
             #expect(fixture.counter("stamp_ids_issued_total", [("shard", "3")]) == 0, "a refused request issues no ID")
+        }
+    }
+
+    /// A shard the map in memory does not list yet is served once the map read again lists it.
+    @Test func aShardInANewerMapIsServed() async throws {
+        try await withApplication(shards: ShardCheck(known: { $0 < 3 }, refreshed: { $0 < 4 })) { client, fixture in
+            try await client.execute(uri: "/v1/ids?shard=3&count=2", method: .get) { response in
+                #expect(response.status == .ok)
+                let body = try JSONDecoder().decode(IDsBody.self, from: Data(buffer: response.body))
+                #expect(try body.ids.map { try StampID(decimal: $0).fields(in: .default).shard } == [3, 3])
+            }
+            #expect(fixture.counter("stamp_ids_issued_total", [("shard", "3")]) == 2)
         }
     }
 
