@@ -3,27 +3,24 @@ import Synchronization
 /// Commits rows written by concurrent requests in groups: one transaction for many rows, so a
 /// shard sustains far more writes per second than it has commits.
 ///
-/// There is no background task. A request that finds fewer than `maxConcurrentCommits` commits
-/// running leads: it commits its own row with up to `maxBatch - 1` rows that are waiting, then
-/// hands the lead to the oldest request still waiting, if any. Every other request waits until a
-/// leader has committed its row. A write is acknowledged only after the commit holding it, and a
-/// failed commit fails exactly the rows it held.
+/// A row that finds fewer than `maxConcurrentCommits` commits running starts a leader task: it
+/// commits up to `maxBatch` waiting rows at a time, answers each row's writer, and goes on while
+/// rows wait. Writers either wait (``insert(_:)``) or are called back (``submit(_:completion:)``,
+/// which never suspends: an HTTP handler on an event loop calls it directly). A write is
+/// acknowledged only after the commit holding it, and a failed commit fails exactly the rows it held.
 public final class GroupCommitter: Sendable {
     public typealias Commit = @Sendable ([AuditRow]) async throws(AuditStoreError) -> [AuditInsertOutcome]
+    /// Told what became of a submitted row.
+    public typealias Completion = @Sendable (Result<AuditInsertOutcome, AuditStoreError>) -> Void
 
     public let maxBatch: Int
     public let maxConcurrentCommits: Int
     private let commit: Commit
     private let state = Mutex(State())
 
-    private enum Signal {
-        case done(Result<AuditInsertOutcome, AuditStoreError>)
-        case lead
-    }
-
     private struct Waiter {
         let row: AuditRow
-        let continuation: CheckedContinuation<Signal, Never>
+        let completion: Completion
     }
 
     private struct State {
@@ -71,46 +68,48 @@ public final class GroupCommitter: Sendable {
     /// Stores `row` in the next group and returns what became of it (see
     /// ``AuditStore/insert(_:)``), once the group's commit is done.
     public func insert(_ row: AuditRow) async throws(AuditStoreError) -> AuditInsertOutcome {
-        let signal = await withCheckedContinuation { (continuation: CheckedContinuation<Signal, Never>) in
-            let lead = state.withLock { state -> Bool in
-                if state.leaders < maxConcurrentCommits {
-                    state.leaders += 1
-                    return true
-                }
-                state.waiting.append(Waiter(row: row, continuation: continuation))
-                return false
-            }
-            if lead { continuation.resume(returning: .lead) }
-        }
-        switch signal {
-        case .done(let result):
-            return try result.get()
-        case .lead:
-            return try await lead(with: row).get()
-        }
+        try await withCheckedContinuation { (continuation: CheckedContinuation<Result<AuditInsertOutcome, AuditStoreError>, Never>) in
+            submit(row) { continuation.resume(returning: $0) }
+        }.get()
     }
 
-    /// Commits `own` with the oldest waiting rows, answers their requests, and passes the lead on.
-    private func lead(with own: AuditRow) async -> Result<AuditInsertOutcome, AuditStoreError> {
-        let followers = state.withLock { $0.take(maxBatch - 1) }
-        let rows = [own] + followers.map(\.row)
-        let result: Result<[AuditInsertOutcome], AuditStoreError>
-        do throws(AuditStoreError) {
-            result = .success(try await commit(rows))
-        } catch {
-            result = .failure(error)
+    /// Stores `row` in the next group and calls `completion` with what became of it once the
+    /// group's commit is done. Returns at once.
+    public func submit(_ row: AuditRow, completion: @escaping Completion) {
+        let lead = state.withLock { state -> Bool in
+            state.waiting.append(Waiter(row: row, completion: completion))
+            guard state.leaders < maxConcurrentCommits else { return false }
+            state.leaders += 1
+            return true
         }
-        for (offset, follower) in followers.enumerated() {
-            follower.continuation.resume(returning: .done(result.map { $0[offset + 1] }))
+        if lead { Task { await self.lead() } }
+    }
+
+    /// Commits groups of waiting rows, answering their writers, until no row waits.
+    private func lead() async {
+        while true {
+            let group = state.withLock { state -> ArraySlice<Waiter>? in
+                guard state.waitingCount > 0 else {
+                    state.leaders -= 1
+                    return nil
+                }
+                return state.take(maxBatch)
+            }
+            guard let group else { return }
+            let rows = group.map(\.row)
+            let result: Result<[AuditInsertOutcome], AuditStoreError>
+            do throws(AuditStoreError) {
+                result = .success(try await commit(rows))
+            } catch {
+                result = .failure(error)
+            }
+            state.withLock { state in
+                state.commits += 1
+                state.rows += rows.count
+            }
+            for (offset, waiter) in group.enumerated() {
+                waiter.completion(result.map { $0[offset] })
+            }
         }
-        let next = state.withLock { state -> Waiter? in
-            state.commits += 1
-            state.rows += rows.count
-            if state.waitingCount > 0 { return state.take(1).first }
-            state.leaders -= 1
-            return nil
-        }
-        next?.continuation.resume(returning: .lead)
-        return result.map { $0[0] }
     }
 }

@@ -77,7 +77,9 @@ public func buildAuditApplication<C: Clock<Duration>>(
         openAPIDocument: AuditOpenAPIDocument.text
     ).add(to: router)
 
-    return server.application(router: router, serverName: "stamp-audit", listening: listening, logger: logger)
+    // Writes are the audit server's hot path: answered in the channel pipeline, not the router.
+    let eventLoopRoutes: [any EventLoopRoute] = [AuditWriteRoute(service: service, tokens: tokens)]
+    return server.application(router: router, eventLoopRoutes: eventLoopRoutes, serverName: "stamp-audit", listening: listening, logger: logger)
 }
 
 /// The OpenAPI 3.1 document of the audit API, as shipped in the package.

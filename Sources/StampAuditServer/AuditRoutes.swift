@@ -32,7 +32,12 @@ public struct AuditTokens: Sendable {
 
     /// The role of the caller of `request`. Digests are compared in constant time.
     func role(of request: Request) throws -> Role {
-        guard let header = request.headers[.authorization], header.count > 7, header.prefix(7).lowercased() == "bearer " else {
+        try role(authorization: request.headers[.authorization])
+    }
+
+    /// The role of the caller who sent this `Authorization` header.
+    func role(authorization: String?) throws(Problem) -> Role {
+        guard let header = authorization, header.count > 7, header.prefix(7).lowercased() == "bearer " else {
             throw Self.unauthorized("this API needs a bearer token")
         }
         let presented = SHA256.hash(data: Array(header.dropFirst(7).utf8))
@@ -61,7 +66,15 @@ struct AuditRoutes<C: Clock<Duration>>: Sendable {
     let maxBodySize: Int
 
     func add(to router: Router<BasicRequestContext>) {
-        router.post("/v1/users/:userId/events") { request, context in try await Self.answering { try await write(request, context: context) } }
+        let writing = AuditWriteRoute(service: service, tokens: tokens)
+        router.post("/v1/users/:userId/events") { request, context in
+            var request = request
+            let body = try await request.collectBody(upTo: maxBodySize)
+            let answer = await withCheckedContinuation { continuation in
+                writing.write(headers: request.headers, user: context.parameters.get("userId") ?? "", body: body) { continuation.resume(returning: $0) }
+            }
+            return Response(answer)
+        }
         router.get("/v1/users/:userId/events") { request, context in try await Self.answering { try await history(request, context: context) } }
         router.get("/v1/users/:userId/events/latest") { request, context in try await Self.answering { try await latest(request, context: context) } }
         router.get("/v1/events/:id") { request, context in try await Self.answering { try await event(request, context: context) } }
@@ -86,38 +99,6 @@ struct AuditRoutes<C: Clock<Duration>>: Sendable {
         case let parts where parts.count == 5 && parts[0] == "v1" && parts[1] == "users" && !parts[2].isEmpty && parts[3] == "events" && parts[4] == "latest": return "GET"
         default: return nil
         }
-    }
-
-    func write(_ request: Request, context: BasicRequestContext) async throws -> Response {
-        guard try tokens.role(of: request) == .writer else {
-            throw Problem(.forbidden, status: .forbidden, detail: "only the writer token may record changes")
-        }
-        let user = try Self.user(context)
-        guard let key = request.headers[AuditHeaders.idempotencyKey] else {
-            throw Problem(.invalidIdempotencyKey, status: .badRequest, detail: "an Idempotency-Key header is required, so that retries store nothing twice")
-        }
-        try Self.check { () throws(AuditInputError) in try AuditLimits.validate(idempotencyKey: key) }
-        guard let type = request.headers[.contentType], type.lowercased().hasPrefix("application/json") else {
-            throw Problem(.unsupportedMediaType, status: .unsupportedMediaType, detail: "send the event as application/json")
-        }
-        var request = request
-        let body = try await request.collectBody(upTo: maxBodySize)
-        let event: AuditEventInput
-        do {
-            let written = try JSONDecoder().decode(AuditEventWrite.self, from: Data(buffer: body))
-            event = AuditEventInput(field: written.field, before: written.before, after: written.after, actor: written.actor, reason: written.reason ?? "")
-        } catch let error as DecodingError {
-            throw Problem(.invalidEvent, status: .badRequest, detail: "the body must be a JSON object with string members field and actor, before and after as strings or null, and an optional string reason (\(Self.describe(error)))")
-        } catch {
-            throw Problem(.invalidEvent, status: .badRequest, detail: "the body is not JSON")
-        }
-        try Self.check { () throws(AuditInputError) in try AuditLimits.validate(event) }
-        let (row, replayed) = try await service.record(user: user, idempotencyKey: key, event: event)
-        var headers: HTTPFields = [.location: "/v1/events/\(row.id)"]
-        if replayed { headers[AuditHeaders.replayed] = "true" }
-        var document = ByteBufferAllocator().buffer(capacity: 256 + row.user.utf8.count + row.field.utf8.count + row.actor.utf8.count + row.reason.utf8.count)
-        try render(row, values: nil).writeJSON(into: &document)
-        return Response.json(document: document, status: .created, headers: headers)
     }
 
     func history(_ request: Request, context: BasicRequestContext) async throws -> Response {
@@ -179,6 +160,10 @@ struct AuditRoutes<C: Clock<Duration>>: Sendable {
 
     /// One event as the API shows it; values only for readers.
     func render(_ row: AuditRow, values role: AuditTokens.Role?) throws(AuditServiceError) -> AuditEvent {
+        try Self.render(row, values: role, service: service)
+    }
+
+    static func render(_ row: AuditRow, values role: AuditTokens.Role?, service: AuditService<C>) throws(AuditServiceError) -> AuditEvent {
         let fields = row.id.fields(in: service.layout)
         var values: AuditEvent.Values?
         if role == .reader {
@@ -192,15 +177,19 @@ struct AuditRoutes<C: Clock<Duration>>: Sendable {
     }
 
     static func user(_ context: BasicRequestContext) throws -> String {
+        try user(path: context.parameters.get("userId") ?? "")
+    }
+
+    /// The user a path segment names, checked.
+    static func user(path raw: some StringProtocol) throws(Problem) -> String {
         // Path segments arrive percent-encoded (`alice%40example` for `alice@example`).
-        let raw = context.parameters.get("userId") ?? ""
-        let user = raw.utf8.contains(UInt8(ascii: "%")) ? raw.removingPercentEncoding ?? raw : raw
+        let user = raw.utf8.contains(UInt8(ascii: "%")) ? raw.removingPercentEncoding ?? String(raw) : String(raw)
         try check { () throws(AuditInputError) in try AuditLimits.validate(user: user) }
         return user
     }
 
     /// Runs an input check, turning its error into a 4xx problem.
-    static func check(_ body: () throws(AuditInputError) -> Void) throws {
+    static func check(_ body: () throws(AuditInputError) -> Void) throws(Problem) {
         do {
             try body()
         } catch {
@@ -223,6 +212,86 @@ struct AuditRoutes<C: Clock<Duration>>: Sendable {
             return "\(context.codingPath.map(\.stringValue).joined(separator: ".")) has the wrong type"
         case .dataCorrupted: return "the body is not valid JSON"
         @unknown default: return "the body does not decode"
+        }
+    }
+}
+
+/// `POST /v1/users/{userId}/events`, the audit server's hot path: answered on the event loop (an
+/// ``EventLoopRoute``), with no task of its own for the common write (see
+/// ``AuditService/record(user:idempotencyKey:event:completion:)``). The router's route for the
+/// same path calls ``write(headers:user:body:completion:)`` too.
+struct AuditWriteRoute<C: Clock<Duration>>: EventLoopRoute {
+    let service: AuditService<C>
+    let tokens: AuditTokens
+
+    var label: String { "/v1/users/:userId/events" }
+
+    func matches(method: HTTPRequest.Method, path: Substring) -> Bool {
+        method == .post && Self.user(inPath: path) != nil
+    }
+
+    /// The user segment of `/v1/users/{userId}/events`, or `nil` for another path.
+    static func user(inPath path: Substring) -> Substring? {
+        let prefix = "/v1/users/", suffix = "/events"
+        guard path.hasPrefix(prefix), path.hasSuffix(suffix), path.utf8.count > prefix.utf8.count + suffix.utf8.count else { return nil }
+        let user = path.dropFirst(prefix.count).dropLast(suffix.count)
+        return user.contains("/") ? nil : user
+    }
+
+    func answer(_ request: HTTPRequest, body: ByteBuffer, eventLoop: any EventLoop) -> EventLoopAnswer {
+        let full = request.path ?? ""
+        let path = full.firstIndex(of: "?").map { full[..<$0] } ?? full[...]
+        let promise = eventLoop.makePromise(of: DirectResponse.self)
+        write(headers: request.headerFields, user: Self.user(inPath: path) ?? "", body: body) { promise.succeed($0) }
+        return .later(promise.futureResult)
+    }
+
+    /// Checks a write request, records it, and calls `completion` with the answer: 201 with the
+    /// stored event, or a problem.
+    func write(headers: HTTPFields, user rawUser: some StringProtocol, body: ByteBuffer, completion: @escaping @Sendable (DirectResponse) -> Void) {
+        let user: String, key: String, event: AuditEventInput
+        do throws(Problem) {
+            guard try tokens.role(authorization: headers[.authorization]) == .writer else {
+                throw Problem(.forbidden, status: .forbidden, detail: "only the writer token may record changes")
+            }
+            user = try AuditRoutes<C>.user(path: rawUser)
+            guard let presented = headers[AuditHeaders.idempotencyKey] else {
+                throw Problem(.invalidIdempotencyKey, status: .badRequest, detail: "an Idempotency-Key header is required, so that retries store nothing twice")
+            }
+            key = presented
+            try AuditRoutes<C>.check { () throws(AuditInputError) in try AuditLimits.validate(idempotencyKey: key) }
+            guard let type = headers[.contentType], type.lowercased().hasPrefix("application/json") else {
+                throw Problem(.unsupportedMediaType, status: .unsupportedMediaType, detail: "send the event as application/json")
+            }
+            event = try Self.decode(body)
+            try AuditRoutes<C>.check { () throws(AuditInputError) in try AuditLimits.validate(event) }
+        } catch {
+            completion(error.directResponse)
+            return
+        }
+        let service = service
+        service.record(user: user, idempotencyKey: key, event: event) { result in
+            do throws(AuditServiceError) {
+                let (row, replayed) = try result.get()
+                var headers: HTTPFields = [.location: "/v1/events/\(row.id)"]
+                if replayed { headers[AuditHeaders.replayed] = "true" }
+                var document = ByteBufferAllocator().buffer(capacity: 256 + row.user.utf8.count + row.field.utf8.count + row.actor.utf8.count + row.reason.utf8.count)
+                try AuditRoutes<C>.render(row, values: nil, service: service).writeJSON(into: &document)
+                completion(.json(document: document, status: .created, headers: headers))
+            } catch {
+                completion(Problem(error).directResponse)
+            }
+        }
+    }
+
+    static func decode(_ body: ByteBuffer) throws(Problem) -> AuditEventInput {
+        do {
+            let written = try JSONDecoder().decode(AuditEventWrite.self, from: Data(buffer: body))
+            return AuditEventInput(field: written.field, before: written.before, after: written.after, actor: written.actor, reason: written.reason ?? "")
+        } catch let error as DecodingError {
+            throw Problem(.invalidEvent, status: .badRequest, detail: "the body must be a JSON object with string members field and actor, before and after as strings or null, and an optional string reason (\(AuditRoutes<C>.describe(error)))")
+        } catch {
+            throw Problem(.invalidEvent, status: .badRequest, detail: "the body is not JSON")
         }
     }
 }

@@ -9,8 +9,14 @@ import StampShardMap
 public protocol AuditIDSource: Sendable {
     /// One ID for `shard`, greater than `floor` when given.
     func nextID(shard: Int, above floor: StampID?) async throws -> StampID
+    /// One ID for `shard` at once, from IDs fetched before, or `nil` when none is at hand.
+    func bufferedID(shard: Int) -> StampID?
     /// Whether some generator node is taken as reachable now.
     var isReachable: Bool { get }
+}
+
+extension AuditIDSource {
+    public func bufferedID(shard: Int) -> StampID? { nil }
 }
 
 extension StampIDClient: AuditIDSource {
@@ -48,57 +54,136 @@ public struct AuditService<C: Clock<Duration>>: Sendable {
     public func record(user: String, idempotencyKey: String, event: AuditEventInput) async throws(AuditServiceError) -> (row: AuditRow, replayed: Bool) {
         let started = ContinuousClock.now
         defer { metrics.writeDuration.recordNanoseconds(started.duration(to: .now).wholeNanoseconds) }
-        let placement = shardMap.current.placement(ofUser: user)
-        let digest = sealer.digest(of: event, user: user)
-        let target = try open(placement.write)
-
+        let write = try prepare(user: user, idempotencyKey: idempotencyKey, event: event)
         // A user whose slots moved may have a key and later rows in a former shard, which takes
         // no more writes of theirs: look there before the write.
         var floor: StampID?
-        for former in placement.read.dropFirst() {
+        for former in write.placement.read.dropFirst() {
             let store = try open(former).store
             if let earlier = try await Self.storeCall({ () async throws(AuditStoreError) in try await store.row(user: user, idempotencyKey: idempotencyKey) }) {
-                return try replay(earlier, digest: digest)
+                return try replay(earlier, digest: write.digest)
             }
             if let latest = try await Self.storeCall({ () async throws(AuditStoreError) in try await store.latestID(user: user) }), floor.map({ latest > $0 }) ?? true {
                 floor = latest
             }
         }
-        // The new ID must sort after every event of the user, written through whichever server.
-        // The write shard checks that in the commit itself; a row that lost the race to a newer
-        // one gets an ID above it and goes again.
-        for _ in 0..<Self.orderAttempts {
+        return try await insert(write, above: floor, attempts: Self.orderAttempts)
+    }
+
+    /// Inserts the write's row with a new ID above `floor`, up to `attempts` times.
+    ///
+    /// The new ID must sort after every event of the user, written through whichever server.
+    /// The write shard checks that in the commit itself; a row that lost the race to a newer one
+    /// gets an ID above it and goes again.
+    private func insert(_ write: PreparedWrite, above floor: StampID?, attempts: Int) async throws(AuditServiceError) -> (row: AuditRow, replayed: Bool) {
+        var floor = floor
+        for _ in 0..<attempts {
             let id: StampID
             do {
-                id = try await ids.nextID(shard: placement.write, above: floor)
+                id = try await ids.nextID(shard: write.placement.write, above: floor)
             } catch {
                 metrics.writes["failed"]?.increment()
-                logger.warning("no ID for a write", metadata: ["stamp.shard": "\(placement.write)", "stamp.error": "\(error)"])
+                logger.warning("no ID for a write", metadata: ["stamp.shard": "\(write.placement.write)", "stamp.error": "\(error)"])
                 throw AuditServiceError(.noID, "no ID could be had from the generator nodes; retry with the same Idempotency-Key", cause: error)
             }
-            let row = AuditRow(
+            let row = write.row(id: id, sealer: sealer)
+            let outcome = try await Self.storeCall { () async throws(AuditStoreError) in try await write.target.committer.insert(row) }
+            if let settled = try await settle(outcome, of: row, write, floor: &floor) {
+                return settled
+            }
+        }
+        metrics.writes["failed"]?.increment()
+        throw AuditServiceError(.userOrderContended, "the user's newest event kept moving while this write was tried \(Self.orderAttempts) times; retry with the same Idempotency-Key")
+    }
+
+    /// Records a change like ``record(user:idempotencyKey:event:)`` and calls `completion` with
+    /// the same answer; returns at once. The common write - its user's slots never moved, an ID
+    /// at hand in the prefetch buffer - goes to its shard's group commit without a task of its
+    /// own: an HTTP handler on an event loop calls this directly. Every other write runs
+    /// ``record(user:idempotencyKey:event:)`` in a task.
+    public func record(user: String, idempotencyKey: String, event: AuditEventInput, completion: @escaping @Sendable (Result<(row: AuditRow, replayed: Bool), AuditServiceError>) -> Void) {
+        let write: PreparedWrite
+        do {
+            write = try prepare(user: user, idempotencyKey: idempotencyKey, event: event)
+        } catch {
+            completion(.failure(error))
+            return
+        }
+        guard write.placement.read.count == 1, let id = ids.bufferedID(shard: write.placement.write) else {
+            Task { completion(await Self.result { () async throws(AuditServiceError) in try await record(user: user, idempotencyKey: idempotencyKey, event: event) }) }
+            return
+        }
+        let started = ContinuousClock.now
+        let row = write.row(id: id, sealer: sealer)
+        write.target.committer.submit(row) { result in
+            if case .success(.stored) = result {
+                metrics.writes["stored"]?.increment()
+                metrics.writeDuration.recordNanoseconds(started.duration(to: .now).wholeNanoseconds)
+                completion(.success((row, false)))
+                return
+            }
+            // A repeated key or a newer row of the user: settle it as the waiting path does.
+            Task {
+                completion(await Self.result { () async throws(AuditServiceError) in
+                    defer { metrics.writeDuration.recordNanoseconds(started.duration(to: .now).wholeNanoseconds) }
+                    let outcome = try await Self.storeCall { () async throws(AuditStoreError) in try result.get() }
+                    var floor: StampID?
+                    if let settled = try await settle(outcome, of: row, write, floor: &floor) {
+                        return settled
+                    }
+                    return try await insert(write, above: floor, attempts: Self.orderAttempts - 1)
+                })
+            }
+        }
+    }
+
+    /// What every write works out before it has an ID.
+    private struct PreparedWrite {
+        let user: String
+        let idempotencyKey: String
+        let event: AuditEventInput
+        let placement: ShardMap.Placement
+        let digest: [UInt8]
+        let target: ShardSet.OpenShard
+
+        func row(id: StampID, sealer: ValueSealer) -> AuditRow {
+            AuditRow(
                 id: id, user: user, field: event.field, actor: event.actor, reason: event.reason,
                 before: event.before.map { sealer.seal($0, id: id, slot: .before) },
                 after: event.after.map { sealer.seal($0, id: id, slot: .after) },
                 idempotencyKey: idempotencyKey, requestDigest: digest
             )
-            switch try await Self.storeCall({ () async throws(AuditStoreError) in try await target.committer.insert(row) }) {
-            case .stored:
-                metrics.writes["stored"]?.increment()
-                return (row, false)
-            case .repeated:
-                if let earlier = try await Self.storeCall({ () async throws(AuditStoreError) in try await target.store.row(user: user, idempotencyKey: idempotencyKey) }) {
-                    return try replay(earlier, digest: digest)
-                }
-                // The key's first row came in the same commit and was itself refused: go again.
-                metrics.orderRetries.increment()
-            case .belowLatest(let latest):
-                metrics.orderRetries.increment()
-                floor = max(floor ?? latest, latest)
-            }
         }
-        metrics.writes["failed"]?.increment()
-        throw AuditServiceError(.userOrderContended, "the user's newest event kept moving while this write was tried \(Self.orderAttempts) times; retry with the same Idempotency-Key")
+    }
+
+    private func prepare(user: String, idempotencyKey: String, event: AuditEventInput) throws(AuditServiceError) -> PreparedWrite {
+        let placement = shardMap.current.placement(ofUser: user)
+        return PreparedWrite(
+            user: user, idempotencyKey: idempotencyKey, event: event, placement: placement,
+            digest: sealer.digest(of: event, user: user), target: try open(placement.write)
+        )
+    }
+
+    /// The answer to a write whose row came out of its commit as `outcome`, or `nil` when it must
+    /// go again with a new ID above `floor` (raised here).
+    private func settle(_ outcome: AuditInsertOutcome, of row: AuditRow, _ write: PreparedWrite, floor: inout StampID?) async throws(AuditServiceError) -> (row: AuditRow, replayed: Bool)? {
+        switch outcome {
+        case .stored:
+            metrics.writes["stored"]?.increment()
+            return (row, false)
+        case .repeated:
+            let store = write.target.store
+            if let earlier = try await Self.storeCall({ () async throws(AuditStoreError) in try await store.row(user: write.user, idempotencyKey: write.idempotencyKey) }) {
+                return try replay(earlier, digest: write.digest)
+            }
+            // The key's first row came in the same commit and was itself refused: go again.
+            metrics.orderRetries.increment()
+            return nil
+        case .belowLatest(let latest):
+            metrics.orderRetries.increment()
+            floor = max(floor ?? latest, latest)
+            return nil
+        }
     }
 
     /// How many IDs a write tries before giving up when newer rows of its user keep arriving.
@@ -164,6 +249,15 @@ public struct AuditService<C: Clock<Duration>>: Sendable {
             throw AuditServiceError(.shardNotOpen, "shard \(shard) is not open on this server yet")
         }
         return open
+    }
+
+    /// The outcome of `body` as a result.
+    private static func result<T>(_ body: () async throws(AuditServiceError) -> T) async -> Result<T, AuditServiceError> {
+        do {
+            return .success(try await body())
+        } catch {
+            return .failure(error)
+        }
     }
 
     /// Runs a store operation, turning its errors into the service's.

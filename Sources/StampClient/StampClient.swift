@@ -100,6 +100,14 @@ public final class StampIDClient<C: Clock<Duration>>: Service, Sendable where C.
         return try await next(shard: shard, count: 1, above: floor)[0]
     }
 
+    /// One ID for `shard` from the prefetch buffer without waiting, or `nil` when the buffer holds
+    /// none (or prefetch is off); a take that leaves the buffer low starts a refill, as
+    /// ``nextID(shard:above:)`` does.
+    public func bufferedID(shard: Int = 0) -> StampID? {
+        guard let prefetcher, shard >= 0 else { return nil }
+        return prefetcher.takeOne(shard: shard, above: nil)
+    }
+
     /// Returns `count` ascending IDs for `shard`.
     public func nextIDs(shard: Int = 0, count: Int) async throws(StampClientError) -> [StampID] {
         try await next(shard: shard, count: count, above: nil)

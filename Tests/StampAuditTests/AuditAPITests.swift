@@ -68,10 +68,10 @@ struct AuditAPITests {
         #expect(problem.status == Int(status.code), sourceLocation: sourceLocation)
     }
 
-    @Test(arguments: AuditStoreBackend.testable)
-    func writeThenReadEveryWay(backend: AuditStoreBackend) async throws {
+    @Test(arguments: AuditStoreBackend.testable, HTTPPath.allCases)
+    func writeThenReadEveryWay(backend: AuditStoreBackend, path: HTTPPath) async throws {
         try await withAuditFixture(backend) { fixture in
-            try await fixture.application().test(.router) { client in
+            try await fixture.application().test(path.setup) { client in
                 let written = try #require(try await Self.write(client, user: "alice", key: "k1"))
                 #expect(written.userId == "alice" && written.field == "email" && written.actor == "support:42" && written.reason == "ticket 7")
                 #expect(written.before == nil && written.after == nil, "a writer never gets values back")
@@ -136,10 +136,10 @@ struct AuditAPITests {
         }
     }
 
-    @Test(arguments: AuditStoreBackend.testable)
-    func retriesWithTheSameKeyStoreNothingNew(backend: AuditStoreBackend) async throws {
+    @Test(arguments: AuditStoreBackend.testable, HTTPPath.allCases)
+    func retriesWithTheSameKeyStoreNothingNew(backend: AuditStoreBackend, path: HTTPPath) async throws {
         try await withAuditFixture(backend) { fixture in
-            try await fixture.application().test(.router) { client in
+            try await fixture.application().test(path.setup) { client in
                 let first = try #require(try await Self.write(client, user: "carol", key: "same"))
                 try await client.execute(uri: "/v1/users/carol/events", method: .post, headers: Self.writeHeaders(key: "same"), body: Self.body()) { response in
                     #expect(response.status == .created)
@@ -158,10 +158,10 @@ struct AuditAPITests {
         }
     }
 
-    @Test(arguments: AuditStoreBackend.testable)
-    func theSameKeySentFiftyTimesAtOnceStoresOneRow(backend: AuditStoreBackend) async throws {
+    @Test(arguments: AuditStoreBackend.testable, HTTPPath.allCases)
+    func theSameKeySentFiftyTimesAtOnceStoresOneRow(backend: AuditStoreBackend, path: HTTPPath) async throws {
         try await withAuditFixture(backend) { fixture in
-            try await fixture.application().test(.router) { client in
+            try await fixture.application().test(path.setup) { client in
                 let ids = try await withThrowingTaskGroup(of: (String, Bool).self) { group in
                     for _ in 0..<50 {
                         group.addTask {
@@ -184,10 +184,10 @@ struct AuditAPITests {
         }
     }
 
-    @Test(arguments: AuditStoreBackend.testable)
-    func badInputGetsAClearProblemAndWritesNothing(backend: AuditStoreBackend) async throws {
+    @Test(arguments: AuditStoreBackend.testable, HTTPPath.allCases)
+    func badInputGetsAClearProblemAndWritesNothing(backend: AuditStoreBackend, path: HTTPPath) async throws {
         try await withAuditFixture(backend) { fixture in
-            try await fixture.application().test(.router) { client in
+            try await fixture.application().test(path.setup) { client in
                 let post = { (uri: String, headers: HTTPFields, body: ByteBuffer, status: HTTPResponse.Status, type: String) in
                     try await client.execute(uri: uri, method: .post, headers: headers, body: body) { response in
                         try Self.expectProblem(response, status, type)

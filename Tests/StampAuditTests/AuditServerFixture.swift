@@ -16,6 +16,16 @@ import StampTesting
 import Synchronization
 import Testing
 
+/// How a test's requests reach the audit server: through Hummingbird's router alone (its router
+/// test mode), or over a live connection, where writes are answered in the channel pipeline.
+enum HTTPPath: Sendable, CaseIterable, CustomTestStringConvertible {
+    case router
+    case pipeline
+
+    var setup: TestingSetup { self == .router ? .router : .live }
+    var testDescription: String { self == .router ? "router" : "pipeline" }
+}
+
 /// IDs from a generator in the test process: the audit service's source without the network.
 struct LocalIDSource: AuditIDSource {
     let generator: IDGenerator
@@ -26,6 +36,10 @@ struct LocalIDSource: AuditIDSource {
 
     func nextID(shard: Int, above floor: StampID?) async throws -> StampID {
         try generator.next(shard: shard, count: 1, after: floor)[0]
+    }
+
+    func bufferedID(shard: Int) -> StampID? {
+        try? generator.next(shard: shard, count: 1, after: nil)[0]
     }
 
     var isReachable: Bool { true }
@@ -53,7 +67,9 @@ struct AuditFixture: Sendable {
     var map: ShardMap { service.shardMap.current }
 
     func application() throws -> some ApplicationProtocol {
-        buildAuditApplication(service: service, tokens: try AuditTokens(writer: Self.writerToken, reader: Self.readerToken), metrics: { "" }, logger: records.logger())
+        var server = AuditServerConfiguration().server
+        server.port = 0
+        return buildAuditApplication(service: service, tokens: try AuditTokens(writer: Self.writerToken, reader: Self.readerToken), server: server, metrics: { "" }, logger: records.logger())
     }
 
     /// Every row of every shard the map lists, read through the stores.

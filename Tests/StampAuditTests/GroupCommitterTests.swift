@@ -102,4 +102,31 @@ import Testing
         }
         #expect(commits.batches.map(\.count) == [1, 3, 2])
     }
+    /// A submitted row's writer is called back once its commit is done, never before, with the
+    /// row's own outcome; rows submitted during a commit go in the next one together.
+    @Test func submittedRowsAreAnsweredAfterTheirCommit() async throws {
+        let commits = GatedCommits()
+        let committer = GroupCommitter(maxBatch: 100) { rows throws(AuditStoreError) in try await commits.commit(rows) }
+        let answers = Mutex<[Int64: AuditInsertOutcome]>([:])
+        let (done, finished) = AsyncStream.makeStream(of: Void.self)
+        for id in Int64(2)...11 {
+            committer.submit(Self.row(id)) { result in
+                let count = answers.withLock { answers in
+                    answers[id] = try? result.get()
+                    return answers.count
+                }
+                if count == 10 { finished.yield() }
+            }
+            if id == 2 { await commits.waitForCommits(1) }
+        }
+        #expect(committer.waiting == 9)
+        #expect(answers.withLock { $0.isEmpty }, "no row is answered before its commit")
+        commits.release()
+        await commits.waitForCommits(2)
+        #expect(answers.withLock { $0.keys.sorted() } == [2], "the first commit answered its own row only")
+        commits.release()
+        for await _ in done { break }
+        #expect(answers.withLock { $0 }.allSatisfy { $0.value == ($0.key % 2 == 0 ? .stored : .repeated) })
+        #expect(commits.batches.map(\.count) == [1, 9])
+    }
 }
