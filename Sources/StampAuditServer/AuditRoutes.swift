@@ -234,15 +234,13 @@ struct AuditWriteRoute<C: Clock<Duration>>: EventLoopRoute {
     static func user(inPath path: Substring) -> Substring? {
         let prefix = "/v1/users/", suffix = "/events"
         guard path.hasPrefix(prefix), path.hasSuffix(suffix), path.utf8.count > prefix.utf8.count + suffix.utf8.count else { return nil }
-        let user = path.dropFirst(prefix.count).dropLast(suffix.count)
-        return user.contains("/") ? nil : user
+        let user = path.dropFirst(prefix.utf8.count).dropLast(suffix.utf8.count)
+        return user.utf8.contains(UInt8(ascii: "/")) ? nil : user
     }
 
     func answer(_ request: HTTPRequest, body: ByteBuffer, eventLoop: any EventLoop) -> EventLoopAnswer {
-        let full = request.path ?? ""
-        let path = full.firstIndex(of: "?").map { full[..<$0] } ?? full[...]
         let promise = eventLoop.makePromise(of: DirectResponse.self)
-        write(headers: request.headerFields, user: Self.user(inPath: path) ?? "", body: body) { promise.succeed($0) }
+        write(headers: request.headerFields, user: Self.user(inPath: request.pathWithoutQuery) ?? "", body: body) { promise.succeed($0) }
         return .later(promise.futureResult)
     }
 

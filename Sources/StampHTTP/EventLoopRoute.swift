@@ -51,6 +51,15 @@ public struct DirectResponse: Sendable {
     }
 }
 
+extension HTTPRequest {
+    /// The path of the request target, without its query (empty when the request has no path).
+    public var pathWithoutQuery: Substring {
+        let target = path ?? ""
+        guard let question = target.utf8.firstIndex(of: UInt8(ascii: "?")) else { return target[...] }
+        return target[..<question]
+    }
+}
+
 extension Response {
     /// The same answer for Hummingbird's router.
     public init(_ direct: DirectResponse) {

@@ -85,8 +85,7 @@ final class EventLoopRouteHandler: ChannelInboundHandler, RemovableChannelHandle
     }
 
     private func route(for head: HTTPRequest) -> (any EventLoopRoute)? {
-        guard let full = head.path else { return nil }
-        let path = full.firstIndex(of: "?").map { full[..<$0] } ?? full[...]
+        let path = head.pathWithoutQuery
         return routes.first { $0.matches(method: head.method, path: path) }
     }
 
