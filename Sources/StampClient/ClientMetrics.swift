@@ -12,6 +12,7 @@ struct ClientMetrics: Sendable {
     let requestDuration: Timer
     let prefetchHits: Counter
     let prefetchMisses: Counter
+    let prefetchFills: Counter
     let prefetchDiscarded: Counter
 
     /// Every outcome an attempt is counted under.
@@ -28,6 +29,7 @@ struct ClientMetrics: Sendable {
         requestDuration = Timer(label: "stamp_client_request_duration_seconds", factory: factory)
         prefetchHits = Counter(label: "stamp_client_prefetch_hits_total", factory: factory)
         prefetchMisses = Counter(label: "stamp_client_prefetch_misses_total", factory: factory)
+        prefetchFills = Counter(label: "stamp_client_prefetch_fills_total", factory: factory)
         prefetchDiscarded = Counter(label: "stamp_client_prefetch_discarded_total", factory: factory)
     }
 }

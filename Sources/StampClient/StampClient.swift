@@ -80,6 +80,11 @@ public final class StampIDClient<C: Clock<Duration>>: Service, Sendable where C.
         ledger.withLock { $0.buffered(shard: shard) }
     }
 
+    /// How many calls for `shard` wait for the prefetch fill in flight.
+    func waitingForFill(shard: Int) -> Int {
+        ledger.withLock { $0.waitingForFill(shard: shard) }
+    }
+
     /// How many calls for `shard` wait to be coalesced into the next request.
     func waitingCalls(shard: Int) -> Int {
         coalescer?.waitingCalls(shard: shard) ?? 0

@@ -52,4 +52,34 @@ struct ShardLedgerTests {
         #expect(late.ids == Self.ids([4, 5]) && late.discarded == 1, "the batch fetched at zero is too old at 1.2 s")
         #expect(ledger.after(shard: 0, floor: nil) == StampID(rawValue: 6))
     }
+
+    @Test func aShardHasOneFillInFlightAndARefillOnlyWhilePending() {
+        let policy = StampClientConfiguration.Prefetch(capacity: 4, refillBelow: 2, maximumAge: .seconds(1))
+        var ledger = ShardLedger()
+        let unasked = ledger.beginRefill(shard: 0)
+        #expect(!unasked, "no refill was asked for")
+        let first = ledger.beginFill(shard: 0, floor: nil)
+        let second = ledger.beginFill(shard: 0, floor: StampID(rawValue: 5))
+        let otherShard = ledger.beginFill(shard: 1, floor: nil)
+        #expect(first && !second, "one fill of a shard at a time")
+        #expect(otherShard, "shards are apart")
+        ledger.buffer(Self.ids([1, 2, 3]), shard: 0, fetchedAt: .zero)
+        #expect(ledger.endFill(shard: 0).waiters.isEmpty)
+
+        let low = ledger.take(2, shard: 0, above: nil, at: .zero, policy: policy)
+        #expect(low.refill, "one ID left: a refill is asked for")
+        let miss = ledger.beginFill(shard: 0, floor: nil)
+        let refillDuringMiss = ledger.beginRefill(shard: 0)
+        #expect(miss && !refillDuringMiss, "the refill is not made while a fill is in flight")
+        ledger.buffer(Self.ids([4, 5, 6, 7]), shard: 0, fetchedAt: .zero)
+        _ = ledger.endFill(shard: 0)
+        let refillAfterMiss = ledger.beginRefill(shard: 0)
+        #expect(!refillAfterMiss, "the fill that ended ended the pending refill")
+
+        let lowAgain = ledger.take(4, shard: 0, above: nil, at: .zero, policy: policy)
+        let refill = ledger.beginRefill(shard: 0)
+        let missDuringRefill = ledger.beginFill(shard: 0, floor: nil)
+        #expect(lowAgain.refill && refill)
+        #expect(!missDuringRefill, "a miss waits for the refill in flight")
+    }
 }
