@@ -51,10 +51,14 @@ free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# cpu_ticks PID...: the CPU time the processes have used together, in clock ticks (user + system).
+# cpu_ticks PID...: the CPU time the processes have used together, in clock ticks (user + system);
+# a process that has ended counts 0.
 cpu_ticks() {
-    local pid total=0
-    for pid in "$@"; do total=$((total + $(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat"))); done
+    local pid ticks total=0
+    for pid in "$@"; do
+        ticks=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat" 2>/dev/null) || ticks=0
+        total=$((total + ${ticks:-0}))
+    done
     echo "$total"
 }
 # per_request TICKS REQUESTS: microseconds of CPU per request.
