@@ -11,6 +11,7 @@ let package = Package(
     dependencies: [
         .package(path: ".."),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.10.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/ordo-one/benchmark.git", from: "1.29.0", traits: ["MallocInterposer"]),
     ],
     targets: [
@@ -19,6 +20,27 @@ let package = Package(
             name: "BareHummingbird",
             dependencies: [.product(name: "Hummingbird", package: "hummingbird")],
             path: "Sources/BareHummingbird"
+        ),
+        // The baseline of scripts/bench-serve without a framework: a SwiftNIO channel handler answering a counter.
+        .executableTarget(
+            name: "PlainNIO",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            path: "Sources/PlainNIO"
+        ),
+        // The fixed-rate (open-loop) client of scripts/bench-serve, on StampLoadTesting's open loop and pipelined client.
+        .executableTarget(
+            name: "FixedRateLoad",
+            dependencies: [
+                .product(name: "StampCore", package: stampIdentity),
+                .product(name: "StampLoadTesting", package: stampIdentity),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "Sources/FixedRateLoad"
         ),
         .executableTarget(
             name: "GeneratorBenchmarks",
