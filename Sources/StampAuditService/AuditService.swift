@@ -117,9 +117,8 @@ public struct AuditService<C: Clock<Duration>>: Sendable {
         let row = write.row(id: id, sealer: sealer)
         write.target.committer.submit(row) { result in
             if case .success(.stored) = result {
-                metrics.writes["stored"]?.increment()
                 metrics.writeDuration.recordNanoseconds(started.duration(to: .now).wholeNanoseconds)
-                completion(.success((row, false)))
+                completion(.success(stored(row)))
                 return
             }
             // A repeated key or a newer row of the user: settle it as the waiting path does.
@@ -169,8 +168,7 @@ public struct AuditService<C: Clock<Duration>>: Sendable {
     private func settle(_ outcome: AuditInsertOutcome, of row: AuditRow, _ write: PreparedWrite, floor: inout StampID?) async throws(AuditServiceError) -> (row: AuditRow, replayed: Bool)? {
         switch outcome {
         case .stored:
-            metrics.writes["stored"]?.increment()
-            return (row, false)
+            return stored(row)
         case .repeated:
             let store = write.target.store
             if let earlier = try await Self.storeCall({ () async throws(AuditStoreError) in try await store.row(user: write.user, idempotencyKey: write.idempotencyKey) }) {
@@ -184,6 +182,12 @@ public struct AuditService<C: Clock<Duration>>: Sendable {
             floor = max(floor ?? latest, latest)
             return nil
         }
+    }
+
+    /// The answer to a write whose row is stored.
+    private func stored(_ row: AuditRow) -> (row: AuditRow, replayed: Bool) {
+        metrics.writes["stored"]?.increment()
+        return (row, false)
     }
 
     /// How many IDs a write tries before giving up when newer rows of its user keep arriving.

@@ -15,11 +15,6 @@ enum APIEncoding {
 extension Response {
     /// An `application/json` answer of `value`, not to be cached.
     public static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok, headers: HTTPFields = [:]) throws -> Response {
-        json(document: ByteBuffer(data: try APIEncoding.encoder.encode(value)), status: status, headers: headers)
-    }
-
-    /// An `application/json` answer of a document already written, not to be cached.
-    public static func json(document: ByteBuffer, status: HTTPResponse.Status = .ok, headers: HTTPFields = [:]) -> Response {
-        Response(DirectResponse.json(document: document, status: status, headers: headers))
+        Response(DirectResponse.json(document: ByteBuffer(data: try APIEncoding.encoder.encode(value)), status: status, headers: headers))
     }
 }
