@@ -81,6 +81,21 @@ public enum AuditLimits {
         guard event.reason.unicodeScalars.count <= maxReasonLength else {
             throw AuditInputError(.invalidEvent, "reason is limited to \(maxReasonLength) characters")
         }
+        for (name, value) in [("before", event.before), ("after", event.after), ("actor", event.actor), ("reason", event.reason)] {
+            if let value, value.unicodeScalars.contains(where: isRefusedControl) {
+                throw AuditInputError(.invalidEvent, "\(name) holds a control character; text may hold tab, line feed and carriage return but no other control character (U+0000-U+001F, U+007F)")
+            }
+        }
+    }
+
+    /// Whether text refuses `scalar`: every C0 control character and DEL but tab, line feed and
+    /// carriage return. (PostgreSQL refuses U+0000 in text; the others have no place in an audit record.)
+    static func isRefusedControl(_ scalar: Unicode.Scalar) -> Bool {
+        switch scalar.value {
+        case 0x09, 0x0a, 0x0d: false
+        case 0x00...0x1f, 0x7f: true
+        default: false
+        }
     }
 
     private static func isAlphanumeric(_ byte: UInt8) -> Bool {

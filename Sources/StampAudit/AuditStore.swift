@@ -43,12 +43,22 @@ public protocol AuditStore: Sendable {
     func run() async throws
     /// Runs the migrations that have not run yet, in order.
     func migrate() async throws(AuditStoreError)
-    /// Inserts `rows` in one transaction and returns, for each, what became of it: stored; a
-    /// repeat, when a row with the same user and idempotency key exists or comes earlier in
-    /// `rows`; or refused because its user already has a row with that ID or a greater one,
-    /// stored before the call or earlier in `rows` (the order check: a user's rows rise with the
-    /// order they were written in). Returns only after the commit.
-    func insert(_ rows: [AuditRow]) async throws(AuditStoreError) -> [AuditInsertOutcome]
+    /// Inserts `rows`, written under version `mapVersion` of the shard map, in one transaction and
+    /// returns, for each, what became of it: stored; a repeat, when a row with the same user and
+    /// idempotency key exists or comes earlier in `rows`; refused because its user already has a
+    /// row with that ID or a greater one, stored before the call or earlier in `rows` (the order
+    /// check: a user's rows rise with the order they were written in); refused because another
+    /// user's row has its ID; or, every row, refused because the shard has seen a newer map
+    /// (see ``recordMap(_:)``), checked in the same transaction. Returns only after the commit.
+    func insert(_ rows: [AuditRow], mapVersion: Int) async throws(AuditStoreError) -> [AuditInsertOutcome]
+    /// Raises the shard map version the shard holds to `map`'s, unless it holds that version or a
+    /// newer one already, and returns the one it holds afterwards. Once it returns, every insert
+    /// under an older version is refused, and every insert under an older version that was not
+    /// refused is committed: a server that records a new map in every shard before it writes
+    /// under it never misses a row written under the old one.
+    func recordMap(_ map: StoredShardMap) async throws(AuditStoreError) -> StoredShardMap
+    /// The newest shard map version the shard holds (version 0 with an empty document before any).
+    func storedMap() async throws(AuditStoreError) -> StoredShardMap
     /// The row with `id`.
     func row(id: StampID) async throws(AuditStoreError) -> AuditRow?
     /// The row `user` wrote under `idempotencyKey`.
@@ -76,6 +86,25 @@ public enum AuditInsertOutcome: Sendable, Hashable {
     /// The user has a row with this ID or a greater one, `latest`: storing it would break the
     /// user's order. Nothing is stored; the write may be tried again with an ID above `latest`.
     case belowLatest(StampID)
+    /// Another user's row has this ID. Nothing is stored; the write may be tried again with another ID.
+    case idTaken
+    /// The shard holds version `version` of the shard map, newer than the one the row was written
+    /// under. Nothing is stored; the write may be tried again under that version.
+    case staleMap(version: Int)
+}
+
+/// A shard map version as a shard records it: the version and the map's JSON document.
+public struct StoredShardMap: Sendable, Equatable {
+    public var version: Int
+    public var document: [UInt8]
+
+    public init(version: Int, document: [UInt8]) {
+        self.version = version
+        self.document = document
+    }
+
+    /// What a shard holds before any map was recorded in it.
+    public static let none = StoredShardMap(version: 0, document: [])
 }
 
 /// Why a store operation failed. The message never holds SQL, bound values or personal data.
@@ -85,6 +114,8 @@ public struct AuditStoreError: Error, Sendable, CustomStringConvertible {
         case unavailable
         /// The database refused the operation (constraint, permission, schema).
         case rejected
+        /// Too many writes wait for the shard already; the write may be retried shortly.
+        case overloaded
         /// The location or settings cannot work.
         case invalidConfiguration = "invalid-configuration"
     }

@@ -298,7 +298,7 @@ extension Problem {
     /// The problem that answers a service error: the status and type the audit API documents.
     init(_ error: AuditServiceError) {
         switch error.code {
-        case .noID, .shardNotOpen, .databaseUnavailable, .userOrderContended:
+        case .noID, .shardNotOpen, .databaseUnavailable, .userOrderContended, .shardBusy, .shardMapStale:
             self = .unavailable(error.message, retryAfterMilliseconds: 1000)
         case .idempotencyKeyReused:
             self.init(.idempotencyKeyReused, status: .unprocessableContent, detail: error.message)

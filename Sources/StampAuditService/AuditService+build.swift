@@ -21,18 +21,18 @@ extension AuditService {
             throw AuditServiceError(.invalidConfiguration, "the batch size must be between \(AuditServiceConfiguration.maxBatchRange.lowerBound) and \(AuditServiceConfiguration.maxBatchRange.upperBound)")
         }
         let path = configuration.shardMapPath
-        let first: ShardMap
         do {
             try Self.createDefaultShardMapIfMissing(at: path, logger: logger)
-            first = try ShardMap.decode(Data(contentsOf: URL(fileURLWithPath: path)), layout: configuration.layout)
-        } catch let error as ShardMapError {
-            throw AuditServiceError(.invalidConfiguration, "the shard map \(path): \(error.message)", cause: error)
         } catch {
-            throw AuditServiceError(.invalidConfiguration, "the shard map \(path) cannot be read or created", cause: error)
+            throw AuditServiceError(.invalidConfiguration, "the shard map \(path) cannot be created", cause: error)
         }
         let folder = URL(fileURLWithPath: path).deletingLastPathComponent().path
         let policy = configuration.commitPolicy
-        let shards = ShardSet(initial: first, maxBatch: configuration.maxBatch, commitsPerShard: { policy.concurrentCommits(on: $0) }, logger: logger, metricsFactory: metricsFactory) { shard in
+        guard configuration.maxWaitingWrites >= 1, configuration.storeTimeout > .zero else {
+            throw AuditServiceError(.invalidConfiguration, "the waiting writes per shard must be 1 or more and the store timeout above zero")
+        }
+        let limits = ShardSet.CommitLimits(maxBatch: configuration.maxBatch, maxWaiting: configuration.maxWaitingWrites, commitTimeout: configuration.storeTimeout)
+        let shards = ShardSet(layout: configuration.layout, limits: limits, commitsPerShard: { policy.concurrentCommits(on: $0) }, logger: logger, metricsFactory: metricsFactory) { shard in
             try AuditStores.open(shard, folder: folder, logger: logger)
         }
         let source: ShardMapSource<C>
@@ -43,7 +43,7 @@ extension AuditService {
         } catch {
             throw AuditServiceError(.invalidConfiguration, "the shard map \(path): \(error.message)", cause: error)
         }
-        self.init(layout: configuration.layout, shardMap: source, shards: shards, ids: ids, sealer: sealer, logger: logger, metricsFactory: metricsFactory)
+        self.init(layout: configuration.layout, shardMap: source, shards: shards, ids: ids, sealer: sealer, storeTimeout: configuration.storeTimeout, logger: logger, metricsFactory: metricsFactory)
     }
 
     /// Writes a one-shard map (an SQLite file beside it) when none exists, so a server starts on defaults.

@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import Metrics
 import StampAudit
@@ -29,20 +30,32 @@ extension StampIDClient: AuditIDSource {
 /// Its operations throw ``AuditServiceError``; the HTTP layer maps them to problems. Inputs are
 /// checked before (``AuditLimits``).
 public struct AuditService<C: Clock<Duration>>: Sendable {
+    /// A write's answer: the stored event, and whether an earlier request with the same key stored it.
+    public typealias Answer = (row: AuditRow, replayed: Bool)
+
     public let layout: IDLayout
     public let shardMap: ShardMapSource<C>
     public let shards: ShardSet
     let ids: any AuditIDSource
     let sealer: ValueSealer
+    /// How long a read of a shard's database may take (commits are bounded by their committer).
+    let storeTimeout: Duration
+    /// How long readiness waits for a shard's answer.
+    let readinessTimeout: Duration
     let logger: Logger
     let metrics: AuditMetrics
 
-    public init(layout: IDLayout, shardMap: ShardMapSource<C>, shards: ShardSet, ids: any AuditIDSource, sealer: ValueSealer, logger: Logger, metricsFactory: any MetricsFactory = MetricsSystem.factory) {
+    public init(
+        layout: IDLayout, shardMap: ShardMapSource<C>, shards: ShardSet, ids: any AuditIDSource, sealer: ValueSealer,
+        storeTimeout: Duration = .seconds(5), readinessTimeout: Duration = .seconds(1), logger: Logger, metricsFactory: any MetricsFactory = MetricsSystem.factory
+    ) {
         self.layout = layout
         self.shardMap = shardMap
         self.shards = shards
         self.ids = ids
         self.sealer = sealer
+        self.storeTimeout = storeTimeout
+        self.readinessTimeout = readinessTimeout
         self.logger = logger
         metrics = AuditMetrics(factory: metricsFactory)
     }
@@ -51,23 +64,38 @@ public struct AuditService<C: Clock<Duration>>: Sendable {
     ///
     /// Returns the stored event and whether it was stored by an earlier request with the same key
     /// (a retry: nothing new is stored). The same key with a different request is refused.
-    public func record(user: String, idempotencyKey: String, event: AuditEventInput) async throws(AuditServiceError) -> (row: AuditRow, replayed: Bool) {
+    public func record(user: String, idempotencyKey: String, event: AuditEventInput) async throws(AuditServiceError) -> Answer {
         let started = ContinuousClock.now
         defer { metrics.writeDuration.recordNanoseconds(started.duration(to: .now).wholeNanoseconds) }
-        let write = try prepare(user: user, idempotencyKey: idempotencyKey, event: event)
-        // A user whose slots moved may have a key and later rows in a former shard, which takes
-        // no more writes of theirs: look there before the write.
-        var floor: StampID?
-        for former in write.placement.read.dropFirst() {
-            let store = try open(former).store
-            if let earlier = try await Self.storeCall({ () async throws(AuditStoreError) in try await store.row(user: user, idempotencyKey: idempotencyKey) }) {
-                return try replay(earlier, digest: write.digest)
+        return try await record(prepare(user: user, idempotencyKey: idempotencyKey, event: event))
+    }
+
+    /// Records a prepared write; when its shard holds a newer shard map, moves to that map and
+    /// records the write again under it.
+    private func record(_ first: PreparedWrite) async throws(AuditServiceError) -> Answer {
+        var write = first
+        for _ in 0..<Self.mapAttempts {
+            // A user whose slots moved may have a key and later rows in a former shard, which takes
+            // no more writes of theirs: look there before the write. (Every former shard holds this
+            // map's version: a server still on an older one can no longer write there.)
+            var floor: StampID?
+            let (user, key) = (write.user, write.idempotencyKey)
+            for former in write.placement.read.dropFirst() {
+                let store = try open(former).store
+                if let earlier = try await storeRead({ () async throws(AuditStoreError) in try await store.row(user: user, idempotencyKey: key) }) {
+                    return try replay(earlier, digest: write.digest)
+                }
+                if let latest = try await storeRead({ () async throws(AuditStoreError) in try await store.latestID(user: user) }), floor.map({ latest > $0 }) ?? true {
+                    floor = latest
+                }
             }
-            if let latest = try await Self.storeCall({ () async throws(AuditStoreError) in try await store.latestID(user: user) }), floor.map({ latest > $0 }) ?? true {
-                floor = latest
+            switch try await insert(write, above: floor, attempts: Self.orderAttempts) {
+            case .answered(let answer): return answer
+            case .newerMap(let version): write = try await rewrite(write, underMap: version)
             }
         }
-        return try await insert(write, above: floor, attempts: Self.orderAttempts)
+        metrics.writes["failed"]?.increment()
+        throw AuditServiceError(.shardMapStale, "the shard map kept changing while this write was tried; retry with the same Idempotency-Key")
     }
 
     /// Inserts the write's row with a new ID above `floor`, up to `attempts` times.
@@ -75,7 +103,7 @@ public struct AuditService<C: Clock<Duration>>: Sendable {
     /// The new ID must sort after every event of the user, written through whichever server.
     /// The write shard checks that in the commit itself; a row that lost the race to a newer one
     /// gets an ID above it and goes again.
-    private func insert(_ write: PreparedWrite, above floor: StampID?, attempts: Int) async throws(AuditServiceError) -> (row: AuditRow, replayed: Bool) {
+    private func insert(_ write: PreparedWrite, above floor: StampID?, attempts: Int) async throws(AuditServiceError) -> Inserted {
         var floor = floor
         for _ in 0..<attempts {
             let id: StampID
@@ -87,9 +115,11 @@ public struct AuditService<C: Clock<Duration>>: Sendable {
                 throw AuditServiceError(.noID, "no ID could be had from the generator nodes; retry with the same Idempotency-Key", cause: error)
             }
             let row = write.row(id: id, sealer: sealer)
-            let outcome = try await Self.storeCall { () async throws(AuditStoreError) in try await write.target.committer.insert(row) }
-            if let settled = try await settle(outcome, of: row, write, floor: &floor) {
-                return settled
+            let outcome = try await Self.storeCall { () async throws(AuditStoreError) in try await write.target.committer.insert(row, mapVersion: write.mapVersion) }
+            switch try await settle(outcome, of: row, write, floor: &floor) {
+            case .answered(let answer): return .answered(answer)
+            case .newerMap(let version): return .newerMap(version)
+            case .again: continue
             }
         }
         metrics.writes["failed"]?.increment()
@@ -101,7 +131,7 @@ public struct AuditService<C: Clock<Duration>>: Sendable {
     /// at hand in the prefetch buffer - goes to its shard's group commit without a task of its
     /// own: an HTTP handler on an event loop calls this directly. Every other write runs
     /// ``record(user:idempotencyKey:event:)`` in a task.
-    public func record(user: String, idempotencyKey: String, event: AuditEventInput, completion: @escaping @Sendable (Result<(row: AuditRow, replayed: Bool), AuditServiceError>) -> Void) {
+    public func record(user: String, idempotencyKey: String, event: AuditEventInput, completion: @escaping @Sendable (Result<Answer, AuditServiceError>) -> Void) {
         let write: PreparedWrite
         do {
             write = try prepare(user: user, idempotencyKey: idempotencyKey, event: event)
@@ -115,22 +145,29 @@ public struct AuditService<C: Clock<Duration>>: Sendable {
         }
         let started = ContinuousClock.now
         let row = write.row(id: id, sealer: sealer)
-        write.target.committer.submit(row) { result in
+        write.target.committer.submit(row, mapVersion: write.mapVersion) { result in
             if case .success(.stored) = result {
                 metrics.writeDuration.recordNanoseconds(started.duration(to: .now).wholeNanoseconds)
                 completion(.success(stored(row)))
                 return
             }
-            // A repeated key or a newer row of the user: settle it as the waiting path does.
+            // Anything else: settle it as the waiting path does.
             Task {
                 completion(await Self.result { () async throws(AuditServiceError) in
                     defer { metrics.writeDuration.recordNanoseconds(started.duration(to: .now).wholeNanoseconds) }
                     let outcome = try await Self.storeCall { () async throws(AuditStoreError) in try result.get() }
                     var floor: StampID?
-                    if let settled = try await settle(outcome, of: row, write, floor: &floor) {
-                        return settled
+                    switch try await settle(outcome, of: row, write, floor: &floor) {
+                    case .answered(let answer):
+                        return answer
+                    case .newerMap(let version):
+                        return try await record(rewrite(write, underMap: version))
+                    case .again:
+                        switch try await insert(write, above: floor, attempts: Self.orderAttempts - 1) {
+                        case .answered(let answer): return answer
+                        case .newerMap(let version): return try await record(rewrite(write, underMap: version))
+                        }
                     }
-                    return try await insert(write, above: floor, attempts: Self.orderAttempts - 1)
                 })
             }
         }
@@ -141,6 +178,8 @@ public struct AuditService<C: Clock<Duration>>: Sendable {
         let user: String
         let idempotencyKey: String
         let event: AuditEventInput
+        /// The version of the shard map the placement comes from.
+        let mapVersion: Int
         let placement: ShardMap.Placement
         let digest: [UInt8]
         let target: ShardSet.OpenShard
@@ -156,36 +195,81 @@ public struct AuditService<C: Clock<Duration>>: Sendable {
     }
 
     private func prepare(user: String, idempotencyKey: String, event: AuditEventInput) throws(AuditServiceError) -> PreparedWrite {
-        let placement = shardMap.current.placement(ofUser: user)
+        let map = shardMap.current
+        let placement = map.placement(ofUser: user)
         return PreparedWrite(
-            user: user, idempotencyKey: idempotencyKey, event: event, placement: placement,
+            user: user, idempotencyKey: idempotencyKey, event: event, mapVersion: map.version, placement: placement,
             digest: sealer.digest(of: event, user: user), target: try open(placement.write)
         )
     }
 
-    /// The answer to a write whose row came out of its commit as `outcome`, or `nil` when it must
-    /// go again with a new ID above `floor` (raised here).
-    private func settle(_ outcome: AuditInsertOutcome, of row: AuditRow, _ write: PreparedWrite, floor: inout StampID?) async throws(AuditServiceError) -> (row: AuditRow, replayed: Bool)? {
+    /// Moves to version `version` of the shard map, which the write's shard holds, and prepares
+    /// the write again under the map in use then.
+    private func rewrite(_ write: PreparedWrite, underMap version: Int) async throws(AuditServiceError) -> PreparedWrite {
+        if shardMap.current.version < version {
+            let store = write.target.store
+            let held = try await storeRead { () async throws(AuditStoreError) in try await store.storedMap() }
+            let map: ShardMap
+            do {
+                map = try ShardMap.decode(Data(held.document), layout: layout)
+            } catch {
+                throw AuditServiceError(.invalidConfiguration, "shard \(write.placement.write) holds shard map version \(held.version), which does not decode: \(error.message)", cause: error)
+            }
+            guard await shardMap.offer(map).version >= version else {
+                throw AuditServiceError(.shardMapStale, "shard map version \(version) is in use on the shards but cannot be applied on this server yet; retry with the same Idempotency-Key")
+            }
+        }
+        return try prepare(user: write.user, idempotencyKey: write.idempotencyKey, event: write.event)
+    }
+
+    /// How an insert of a write ended.
+    private enum Inserted {
+        /// The write is answered.
+        case answered(Answer)
+        /// The shard holds version `version` of the shard map, newer than the write's: the write
+        /// goes again under it.
+        case newerMap(Int)
+    }
+
+    /// What a write does after its row came out of a commit.
+    private enum Settlement {
+        /// The write is answered.
+        case answered(Answer)
+        /// The write goes again with a new ID.
+        case again
+        /// The shard holds version `version` of the shard map, newer than the write's: the write
+        /// goes again under it.
+        case newerMap(Int)
+    }
+
+    /// What a write whose row came out of its commit as `outcome` does next; raises `floor` when it
+    /// must go again above a newer row.
+    private func settle(_ outcome: AuditInsertOutcome, of row: AuditRow, _ write: PreparedWrite, floor: inout StampID?) async throws(AuditServiceError) -> Settlement {
         switch outcome {
         case .stored:
-            return stored(row)
+            return .answered(stored(row))
         case .repeated:
             let store = write.target.store
-            if let earlier = try await Self.storeCall({ () async throws(AuditStoreError) in try await store.row(user: write.user, idempotencyKey: write.idempotencyKey) }) {
-                return try replay(earlier, digest: write.digest)
+            if let earlier = try await storeRead({ () async throws(AuditStoreError) in try await store.row(user: write.user, idempotencyKey: write.idempotencyKey) }) {
+                return .answered(try replay(earlier, digest: write.digest))
             }
             // The key's first row came in the same commit and was itself refused: go again.
             metrics.orderRetries.increment()
-            return nil
+            return .again
         case .belowLatest(let latest):
             metrics.orderRetries.increment()
             floor = max(floor ?? latest, latest)
-            return nil
+            return .again
+        case .idTaken:
+            logger.warning("an ID from the generators was taken by another row; two nodes may share a node ID", metadata: ["stamp.event": "\(row.id)"])
+            return .again
+        case .staleMap(let version):
+            return .newerMap(version)
         }
     }
 
     /// The answer to a write whose row is stored.
-    private func stored(_ row: AuditRow) -> (row: AuditRow, replayed: Bool) {
+    private func stored(_ row: AuditRow) -> Answer {
         metrics.writes["stored"]?.increment()
         return (row, false)
     }
@@ -193,7 +277,10 @@ public struct AuditService<C: Clock<Duration>>: Sendable {
     /// How many IDs a write tries before giving up when newer rows of its user keep arriving.
     static var orderAttempts: Int { 4 }
 
-    private func replay(_ earlier: AuditRow, digest: [UInt8]) throws(AuditServiceError) -> (row: AuditRow, replayed: Bool) {
+    /// How many shard map versions a write tries before giving up when the map keeps changing.
+    static var mapAttempts: Int { 3 }
+
+    private func replay(_ earlier: AuditRow, digest: [UInt8]) throws(AuditServiceError) -> Answer {
         guard earlier.requestDigest == digest else {
             metrics.writes["key_reused"]?.increment()
             throw AuditServiceError(.idempotencyKeyReused, "this Idempotency-Key was used for a different request of this user")
@@ -208,7 +295,7 @@ public struct AuditService<C: Clock<Duration>>: Sendable {
         var rows: [AuditRow] = []
         for shard in shardMap.current.placement(ofUser: user).read {
             let store = try open(shard).store
-            rows += try await Self.storeCall { () async throws(AuditStoreError) in try await store.history(user: user, field: field, before: before, limit: limit) }
+            rows += try await storeRead { () async throws(AuditStoreError) in try await store.history(user: user, field: field, before: before, limit: limit) }
         }
         return Array(rows.sorted { $0.id > $1.id }.prefix(limit))
     }
@@ -220,7 +307,7 @@ public struct AuditService<C: Clock<Duration>>: Sendable {
             throw AuditServiceError(.unknownShard, "the ID names shard \(shard), which the shard map does not list")
         }
         let store = try open(shard).store
-        return try await Self.storeCall { () async throws(AuditStoreError) in try await store.row(id: id) }
+        return try await storeRead { () async throws(AuditStoreError) in try await store.row(id: id) }
     }
 
     /// Opens the values of `row` for a reader.
@@ -234,18 +321,35 @@ public struct AuditService<C: Clock<Duration>>: Sendable {
     }
 
     /// Why the server cannot serve now, or `nil` when it can: every shard of the map open and
-    /// answering, and a generator node reachable.
+    /// answering within the readiness timeout (asked all at once), and a generator node reachable.
     public func unreadiness() async -> String? {
         let map = shardMap.current
-        for shard in map.shards {
-            guard let open = shards.shard(shard.id) else { return "shard \(shard.id) is not open" }
-            do {
-                try await open.store.ping()
-            } catch {
-                return "shard \(shard.id) does not answer"
-            }
+        let ids = map.shards.map(\.id).sorted()
+        for id in ids where shards.shard(id) == nil {
+            return "shard \(id) is not open"
         }
-        return ids.isReachable ? nil : "no generator node is reachable"
+        let silent = await withTaskGroup(of: Int?.self) { group in
+            for id in ids {
+                guard let store = shards.shard(id)?.store else { continue }
+                group.addTask {
+                    do {
+                        try await withDeadline(readinessTimeout, on: shardMap.clock) { () async throws(AuditStoreError) in try await store.ping() }
+                        return nil
+                    } catch {
+                        return id
+                    }
+                }
+            }
+            var silent: [Int] = []
+            for await id in group {
+                if let id { silent.append(id) }
+            }
+            return silent.sorted()
+        }
+        if let first = silent.first {
+            return "shard \(first) does not answer within \(readinessTimeout)"
+        }
+        return self.ids.isReachable ? nil : "no generator node is reachable"
     }
 
     private func open(_ shard: Int) throws(AuditServiceError) -> ShardSet.OpenShard {
@@ -264,6 +368,11 @@ public struct AuditService<C: Clock<Duration>>: Sendable {
         }
     }
 
+    /// Runs a store read against the store timeout, turning its errors into the service's.
+    private func storeRead<T: Sendable>(_ body: @escaping @Sendable () async throws(AuditStoreError) -> T) async throws(AuditServiceError) -> T {
+        try await Self.storeCall { () async throws(AuditStoreError) in try await withDeadline(storeTimeout, on: shardMap.clock, body) }
+    }
+
     /// Runs a store operation, turning its errors into the service's.
     private static func storeCall<T>(_ body: () async throws(AuditStoreError) -> T) async throws(AuditServiceError) -> T {
         do {
@@ -274,6 +383,8 @@ public struct AuditService<C: Clock<Duration>>: Sendable {
                 throw AuditServiceError(.databaseUnavailable, "the shard's database is unavailable: \(error.message)", cause: error)
             case .rejected:
                 throw AuditServiceError(.databaseRefused, "the shard's database refused the operation", cause: error)
+            case .overloaded:
+                throw AuditServiceError(.shardBusy, "the shard has too many writes waiting: \(error.message); retry with the same Idempotency-Key", cause: error)
             }
         }
     }
@@ -309,6 +420,10 @@ public struct AuditServiceError: Error, Sendable, CustomStringConvertible {
         case databaseUnavailable = "database-unavailable"
         /// The shard's database refused the operation.
         case databaseRefused = "database-refused"
+        /// Too many writes wait for the shard; retry shortly.
+        case shardBusy = "shard-busy"
+        /// Other servers write under a newer shard map, which this one cannot apply yet; retry shortly.
+        case shardMapStale = "shard-map-stale"
         /// The idempotency key was used for a different request of the user.
         case idempotencyKeyReused = "idempotency-key-reused"
         /// The ID names a shard the shard map does not list.

@@ -34,17 +34,27 @@ public struct AuditServiceConfiguration: Sendable {
     public var maxBatch: Int
     /// Commits running at once per shard.
     public var commitPolicy: CommitPolicy
+    /// Most writes waiting for a commit per shard (default 8192); a write past it is answered 503.
+    public var maxWaitingWrites: Int
+    /// How long a commit, or any other call to a shard's database, may take before the write or
+    /// read fails with 503 (default 5 s).
+    public var storeTimeout: Duration
     /// Seals personal-data values with the data key; the service refuses to start without one.
     public var sealer: ValueSealer?
 
     /// The batch sizes a service accepts.
     public static let maxBatchRange = 1...1000
 
-    public init(shardMapPath: String = ".stamp/shard-map.json", layout: IDLayout = .default, maxBatch: Int = 512, commitPolicy: CommitPolicy = CommitPolicy(), sealer: ValueSealer? = nil) {
+    public init(
+        shardMapPath: String = ".stamp/shard-map.json", layout: IDLayout = .default, maxBatch: Int = 512, commitPolicy: CommitPolicy = CommitPolicy(),
+        maxWaitingWrites: Int = 8192, storeTimeout: Duration = .seconds(5), sealer: ValueSealer? = nil
+    ) {
         self.shardMapPath = shardMapPath
         self.layout = layout
         self.maxBatch = maxBatch
         self.commitPolicy = commitPolicy
+        self.maxWaitingWrites = maxWaitingWrites
+        self.storeTimeout = storeTimeout
         self.sealer = sealer
     }
 }

@@ -5,9 +5,10 @@ import StampCore
 /// the call gives back.
 ///
 /// What the call itself settles is settled here, the same way for every database: a row whose
-/// user and idempotency key came earlier in the call is a repeat, and a row whose ID is not above
-/// an earlier row of its user in the call is below that user's latest ID. Neither is sent. The
-/// rest is sent, in call order, and the database decides each against what it stores.
+/// user and idempotency key came earlier in the call is a repeat, a row whose ID is not above
+/// an earlier row of its user in the call is below that user's latest ID, and a row whose ID an
+/// earlier row of another user in the call has finds its ID taken. None of them is sent. The rest
+/// is sent, in call order, and the database decides each against what it stores.
 struct AuditInsertBatch {
     /// The columns an insert names, in the order the rows' values are bound.
     static let columns = "id, user_id, field, actor, reason, before_value, after_value, idempotency_key, request_digest"
@@ -22,9 +23,11 @@ struct AuditInsertBatch {
     init(_ rows: [AuditRow]) {
         var seen: Set<UserKey> = []
         var greatest: [String: StampID] = [:]
+        var ids: Set<StampID> = []
         settled = rows.map { row in
             guard seen.insert(UserKey(row)).inserted else { return .repeated }
             if let latest = greatest[row.user], row.id <= latest { return .belowLatest(latest) }
+            guard ids.insert(row.id).inserted else { return .idTaken }
             greatest[row.user] = row.id
             return nil
         }

@@ -59,42 +59,82 @@ public final class PostgresAuditStore: AuditStore {
         }
     }
 
-    public func insert(_ rows: [AuditRow]) async throws(AuditStoreError) -> [AuditInsertOutcome] {
+    public func insert(_ rows: [AuditRow], mapVersion: Int) async throws(AuditStoreError) -> [AuditInsertOutcome] {
         let batch = AuditInsertBatch(rows)
         let statements = batch.statements(parameterLimit: Self.parameterLimit).map(Self.insertQuery)
-        let inserted = try await perform("insert rows") { () async throws -> Set<StampID> in
-            switch statements.count {
-            case 0:
-                return []
-            case 1:
-                // One statement is a transaction of its own; its answer comes after the commit.
-                return Set(try await Self.ids(in: client.query(statements[0], logger: logger)))
-            default:
-                return try await client.withTransaction(logger: logger) { connection in
-                    var inserted: Set<StampID> = []
-                    for statement in statements {
-                        inserted.formUnion(try await Self.ids(in: connection.query(statement, logger: logger)))
-                    }
-                    return inserted
+        guard !statements.isEmpty else { return batch.outcomes(ofSent: []) }
+        // One explicit transaction, so that an error at the commit (a deferred constraint, a
+        // serialization failure) fails the call instead of going unseen. Its first statement takes
+        // the shard map row in share mode: a map being recorded waits for this commit, and this
+        // transaction for that one, whose version it then reads.
+        let inserted = try await perform("insert rows") { () async throws -> Set<StampID>? in
+            try await client.withTransaction(logger: logger) { connection in
+                let held = try await Self.mapVersion(connection.query("SELECT version FROM stamp_audit_shard_map FOR SHARE", logger: logger))
+                guard held <= mapVersion else { return nil }
+                var inserted: Set<StampID> = []
+                for statement in statements {
+                    inserted.formUnion(try await Self.ids(in: connection.query(statement, logger: logger)))
                 }
+                return inserted
             }
         }
-        let (takenKeys, latest) = try await whyRefused(batch.sent.filter { !inserted.contains($0.id) })
+        guard let inserted else {
+            let held = try await storedMap().version
+            return batch.outcomes(ofSent: batch.sent.map { _ in .staleMap(version: held) })
+        }
+        let refused = try await whyRefused(batch.sent.filter { !inserted.contains($0.id) })
         return try batch.outcomes(ofSent: batch.sent.map { row throws(AuditStoreError) in
             if inserted.contains(row.id) { return .stored }
-            if takenKeys.contains(AuditInsertBatch.UserKey(row)) { return .repeated }
-            if let latest = latest[row.user], latest >= row.id { return .belowLatest(latest) }
+            if refused.takenKeys.contains(AuditInsertBatch.UserKey(row)) { return .repeated }
+            if let latest = refused.latest[row.user], latest >= row.id { return .belowLatest(latest) }
+            if refused.takenIDs.contains(row.id) { return .idTaken }
             throw AuditStoreError(.rejected, "the PostgreSQL store neither stored a row nor found why")
         })
     }
 
-    /// For rows an insert did not store: which of their users' keys are taken, and each of their
-    /// users' latest IDs. Rows are never removed, so what made the insert refuse a row is still there.
-    private func whyRefused(_ rows: [AuditRow]) async throws(AuditStoreError) -> (takenKeys: Set<AuditInsertBatch.UserKey>, latest: [String: StampID]) {
-        guard !rows.isEmpty else { return ([], [:]) }
+    public func recordMap(_ map: StoredShardMap) async throws(AuditStoreError) -> StoredShardMap {
+        try await perform("record the shard map") {
+            try await client.withTransaction(logger: logger) { connection in
+                try await connection.query(
+                    "UPDATE stamp_audit_shard_map SET version = \(Int64(map.version)), document = \(ByteBuffer(bytes: map.document)) WHERE version < \(Int64(map.version))",
+                    logger: logger
+                )
+                return try await Self.heldMap(connection.query("SELECT version, document FROM stamp_audit_shard_map", logger: logger))
+            }
+        }
+    }
+
+    public func storedMap() async throws(AuditStoreError) -> StoredShardMap {
+        try await perform("read the shard map") {
+            try await Self.heldMap(client.query("SELECT version, document FROM stamp_audit_shard_map", logger: logger))
+        }
+    }
+
+    private static func mapVersion(_ rows: PostgresRowSequence) async throws -> Int {
+        var version: Int64 = 0
+        for try await value in rows.decode(Int64.self) {
+            version = value
+        }
+        return Int(version)
+    }
+
+    private static func heldMap(_ rows: PostgresRowSequence) async throws -> StoredShardMap {
+        var held = StoredShardMap.none
+        for try await (version, document) in rows.decode((Int64, ByteBuffer).self) {
+            held = StoredShardMap(version: Int(version), document: Array(document.readableBytesView))
+        }
+        return held
+    }
+
+    /// For rows an insert did not store: which of their users' keys are taken, each of their
+    /// users' latest IDs, and which of their IDs other rows have. Rows are never removed, so what
+    /// made the insert refuse a row is still there.
+    private func whyRefused(_ rows: [AuditRow]) async throws(AuditStoreError) -> (takenKeys: Set<AuditInsertBatch.UserKey>, latest: [String: StampID], takenIDs: Set<StampID>) {
+        guard !rows.isEmpty else { return ([], [:], []) }
         let users = rows.map(\.user)
         let keys = rows.map(\.idempotencyKey)
-        return try await perform("check refused rows") { () async throws -> (Set<AuditInsertBatch.UserKey>, [String: StampID]) in
+        let ids = rows.map(\.id.rawValue)
+        return try await perform("check refused rows") { () async throws -> (Set<AuditInsertBatch.UserKey>, [String: StampID], Set<StampID>) in
             var taken: Set<AuditInsertBatch.UserKey> = []
             let keyRows = try await client.query(
                 """
@@ -114,7 +154,8 @@ public final class PostgresAuditStore: AuditStore {
             for try await (user, id) in latestRows.decode((String, Int64).self) {
                 latest[user] = try Self.id(id)
             }
-            return (taken, latest)
+            let takenIDs = Set(try await Self.ids(in: client.query("SELECT id FROM stamp_audit_events WHERE id = ANY(\(ids)::bigint[])", logger: logger)))
+            return (taken, latest, takenIDs)
         }
     }
 
@@ -217,13 +258,14 @@ public final class PostgresAuditStore: AuditStore {
             // Typed, since a NULL binds without a type and a VALUES list takes its types from its rows.
             values.append("(" + zip(first..<first + AuditInsertBatch.parametersPerRow, Self.columnTypes).map { "$\($0)::\($1)" }.joined(separator: ", ") + ")")
         }
-        // A row goes in only above its user's latest ID (the order check), and only once per key.
+        // A row goes in only above its user's latest ID (the order check), only once per key, and
+        // only with an ID no row has.
         return PostgresQuery(
             unsafeSQL: """
                 INSERT INTO stamp_audit_events (\(AuditInsertBatch.columns))
                 SELECT * FROM (VALUES \(values.joined(separator: ", "))) AS input (\(AuditInsertBatch.columns))
                     WHERE input.id > COALESCE((SELECT MAX(stored.id) FROM stamp_audit_events stored WHERE stored.user_id = input.user_id), -1)
-                ON CONFLICT (user_id, idempotency_key) DO NOTHING
+                ON CONFLICT DO NOTHING
                 RETURNING id
                 """,
             binds: bindings
@@ -426,6 +468,29 @@ public final class PostgresAuditStore: AuditStore {
                 "REVOKE UPDATE, DELETE, TRUNCATE ON stamp_audit_events FROM PUBLIC",
                 "GRANT SELECT, INSERT ON stamp_audit_events TO stamp_audit_writer",
                 "GRANT SELECT ON stamp_audit_migrations TO stamp_audit_writer",
+            ]
+        ),
+        (
+            // The newest shard map version a server recorded here; inserts under older ones are refused.
+            name: "0004-create-shard-map",
+            statements: [
+                """
+                CREATE TABLE stamp_audit_shard_map (
+                    singleton int PRIMARY KEY CHECK (singleton = 1),
+                    version bigint NOT NULL,
+                    document bytea NOT NULL
+                )
+                """,
+                "INSERT INTO stamp_audit_shard_map (singleton, version, document) VALUES (1, 0, '')",
+                """
+                DO $$
+                BEGIN
+                    IF EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'stamp_audit_writer') THEN
+                        GRANT SELECT, UPDATE ON stamp_audit_shard_map TO stamp_audit_writer;
+                    END IF;
+                END
+                $$
+                """,
             ]
         ),
     ]

@@ -42,11 +42,16 @@ public final class SQLiteAuditStore: AuditStore {
         }
     }
 
-    public func insert(_ rows: [AuditRow]) async throws(AuditStoreError) -> [AuditInsertOutcome] {
+    public func insert(_ rows: [AuditRow], mapVersion: Int) async throws(AuditStoreError) -> [AuditInsertOutcome] {
         let batch = AuditInsertBatch(rows)
         let sent = batch.sent
         guard !sent.isEmpty else { return batch.outcomes(ofSent: []) }
         let decided = try await writing("insert rows") { db in
+            // The write lock is held from here to the commit, so no map is recorded meanwhile.
+            let held = try Int.fetchOne(db.cachedStatement(sql: SQL.mapVersion)) ?? 0
+            if held > mapVersion {
+                return Array(repeating: AuditInsertOutcome.staleMap(version: held), count: sent.count)
+            }
             var outcomes: [AuditInsertOutcome] = []
             outcomes.reserveCapacity(sent.count)
             let insert = try db.cachedStatement(sql: SQL.insertAboveLatest)
@@ -56,15 +61,32 @@ public final class SQLiteAuditStore: AuditStore {
                     outcomes.append(.stored)
                 } else if try Bool.fetchOne(db.cachedStatement(sql: SQL.keyTaken), arguments: [row.user, row.idempotencyKey]) == true {
                     outcomes.append(.repeated)
+                } else if let latest = try Int64.fetchOne(db.cachedStatement(sql: SQL.latestID), arguments: [row.user]).flatMap(StampID.init(rawValue:)), latest >= row.id {
+                    outcomes.append(.belowLatest(latest))
                 } else {
-                    // Neither stored nor a repeat: the user has a row at or above this ID.
-                    let latest = try Int64.fetchOne(db.cachedStatement(sql: SQL.latestID), arguments: [row.user]).flatMap(StampID.init(rawValue:))
-                    outcomes.append(.belowLatest(latest ?? row.id))
+                    // Neither stored, a repeat nor below its user's rows: another user's row has the ID.
+                    outcomes.append(.idTaken)
                 }
             }
             return outcomes
         }
         return batch.outcomes(ofSent: decided)
+    }
+
+    public func recordMap(_ map: StoredShardMap) async throws(AuditStoreError) -> StoredShardMap {
+        try await writing("record the shard map") { db in
+            try db.execute(sql: SQL.raiseMap, arguments: [map.version, Data(map.document)])
+            return try Self.heldMap(db)
+        }
+    }
+
+    public func storedMap() async throws(AuditStoreError) -> StoredShardMap {
+        try await reading("read the shard map") { db in try Self.heldMap(db) }
+    }
+
+    private static func heldMap(_ db: Database) throws -> StoredShardMap {
+        guard let row = try Row.fetchOne(db.cachedStatement(sql: SQL.heldMap)) else { return .none }
+        return StoredShardMap(version: row["version"], document: Array(row["document"] as Data? ?? Data()))
     }
 
     public func row(id: StampID) async throws(AuditStoreError) -> AuditRow? {
@@ -206,20 +228,40 @@ public final class SQLiteAuditStore: AuditStore {
                 """,
             ]
         ),
+        (
+            // The newest shard map version a server recorded here; inserts under older ones are refused.
+            name: "0003-create-shard-map",
+            statements: [
+                """
+                CREATE TABLE stamp_audit_shard_map (
+                    singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+                    version INTEGER NOT NULL,
+                    document BLOB NOT NULL
+                ) STRICT
+                """,
+                "INSERT INTO stamp_audit_shard_map (singleton, version, document) VALUES (1, 0, x'')",
+            ]
+        ),
     ]
 }
 
 /// The fixed statements of the SQLite store, each prepared once per connection and kept.
 private enum SQL {
     /// Inserts a row (values `?1`...`?9` in the order of ``AuditInsertBatch/columns``) only above
-    /// its user's latest ID, and only when its user and key are new. (An upsert's `SELECT` needs
-    /// its `WHERE` for SQLite to parse it.)
+    /// its user's latest ID, and only when its ID and its user and key are new. (An upsert's
+    /// `SELECT` needs its `WHERE` for SQLite to parse it.)
     static let insertAboveLatest = """
         INSERT INTO stamp_audit_events (\(AuditInsertBatch.columns))
         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9
             WHERE ?1 > COALESCE((SELECT MAX(id) FROM stamp_audit_events WHERE user_id = ?2), -1)
-        ON CONFLICT (user_id, idempotency_key) DO NOTHING
+        ON CONFLICT DO NOTHING
         """
+    /// The shard map version the shard holds.
+    static let mapVersion = "SELECT version FROM stamp_audit_shard_map"
+    /// The shard map version and document the shard holds.
+    static let heldMap = "SELECT version, document FROM stamp_audit_shard_map"
+    /// Raises the held shard map to version `?1` with document `?2` unless it is that new already.
+    static let raiseMap = "UPDATE stamp_audit_shard_map SET version = ?1, document = ?2 WHERE version < ?1"
     /// Whether user `?1` has a row with idempotency key `?2`.
     static let keyTaken = "SELECT EXISTS (SELECT 1 FROM stamp_audit_events WHERE user_id = ?1 AND idempotency_key = ?2)"
     /// The greatest ID of user `?1`.

@@ -13,8 +13,13 @@ import Synchronization
 /// must be idempotent. Write new versions by renaming a complete file
 /// over the old one, so that no reader sees half a document.
 ///
-/// Run it as a `Service` to poll the file every `interval`; ``refreshIfChanged()`` also lets a
-/// caller that meets an unknown shard check the file at once.
+/// A map may also come from elsewhere (``offer(_:)``: an audit server reads the newest version
+/// its shards hold), and `prepare` may answer that a newer version exists (by throwing
+/// ``NewerShardMapFound``): the source then moves to that one.
+///
+/// Run it as a `Service` to prepare the map in use (trying again every `interval` until it
+/// works) and then poll the file every `interval`; ``refreshIfChanged()`` also lets a caller that
+/// meets an unknown shard check the file at once.
 public final class ShardMapSource<C: Clock<Duration>>: Service, Sendable {
     public typealias Prepare = @Sendable (ShardMap) async throws -> Void
 
@@ -22,7 +27,8 @@ public final class ShardMapSource<C: Clock<Duration>>: Service, Sendable {
     public let path: String
     public let layout: IDLayout
     private let interval: Duration
-    private let clock: C
+    /// The clock the file is polled on.
+    public let clock: C
     private let logger: Logger
     private let prepare: Prepare?
     private let state: Mutex<State>
@@ -91,9 +97,31 @@ public final class ShardMapSource<C: Clock<Duration>>: Service, Sendable {
             state.withLock { $0.stamp = stamp }
             return inUse
         }
+        return await apply(map, stamp: stamp)
+    }
+
+    /// Moves to `map` when its version is higher than the one in use, after `prepare` succeeds;
+    /// returns the map in use afterwards.
+    @discardableResult
+    public func offer(_ map: ShardMap) async -> ShardMap {
+        let inUse = current
+        guard map.version > inUse.version else { return inUse }
+        return await apply(map, stamp: nil)
+    }
+
+    /// Publishes `map` (a higher version than the one in use) once `prepare` succeeds, recording
+    /// `stamp` as the file's when it came from the file; moves on to a newer map `prepare` found.
+    private func apply(_ map: ShardMap, stamp: FileStamp?) async -> ShardMap {
+        let inUse = current
         if let prepare {
             do {
                 try await prepare(map)
+            } catch let found as NewerShardMapFound where found.map.version > map.version {
+                logger.notice("newer shard map found", metadata: [
+                    "stamp.shard_map.version": "\(found.map.version)", "stamp.shard_map.skipped_version": "\(map.version)", "stamp.shard": "\(found.shard)",
+                ])
+                if stamp != nil { state.withLock { $0.stamp = stamp } }
+                return await apply(found.map, stamp: nil)
             } catch {
                 // The stamp stays old, so the next poll tries again.
                 logger.error("shard map not applied", metadata: ["stamp.shard_map.version": "\(map.version)", "stamp.error": "\(error)"])
@@ -102,9 +130,9 @@ public final class ShardMapSource<C: Clock<Duration>>: Service, Sendable {
         }
         // A concurrent reload may have published a higher version meanwhile; never go back.
         let applied = state.withLock { state -> Bool in
+            if stamp != nil { state.stamp = stamp }
             guard map.version > state.map.version else { return false }
             state.map = map
-            state.stamp = stamp
             return true
         }
         guard applied else { return current }
@@ -114,9 +142,32 @@ public final class ShardMapSource<C: Clock<Duration>>: Service, Sendable {
         return map
     }
 
-    /// Polls the file every `interval` until cancelled or shut down gracefully.
+    /// Prepares the map in use (the file's, at first) until that works or a newer map `prepare`
+    /// found is published; then the map's shards serve.
+    private func prepareInUse() async {
+        guard let prepare else { return }
+        while !Task.isCancelled {
+            let map = current
+            do {
+                try await prepare(map)
+                return
+            } catch let found as NewerShardMapFound where found.map.version > map.version {
+                if await apply(found.map, stamp: nil).version >= found.map.version { return }
+            } catch {
+                logger.debug("shard map not prepared yet", metadata: ["stamp.shard_map.version": "\(map.version)", "stamp.error": "\(error)"])
+            }
+            do {
+                try await clock.sleep(for: interval)
+            } catch {
+                return
+            }
+        }
+    }
+
+    /// Prepares the map in use, then polls the file every `interval`, until cancelled or shut down gracefully.
     public func run() async throws {
         await cancelWhenGracefulShutdown {
+            await self.prepareInUse()
             while !Task.isCancelled {
                 do {
                     try await self.clock.sleep(for: self.interval)
@@ -145,6 +196,19 @@ public final class ShardMapSource<C: Clock<Duration>>: Service, Sendable {
               let modified = attributes[.modificationDate] as? Date
         else { return nil }
         return FileStamp(inode: inode, size: size, modified: modified)
+    }
+}
+
+/// Thrown by a shard map source's `prepare` when a shard holds a newer version of the map than
+/// the one being prepared: the source moves to `map` instead.
+public struct NewerShardMapFound: Error, Sendable {
+    public let map: ShardMap
+    /// The shard that holds it.
+    public let shard: Int
+
+    public init(map: ShardMap, shard: Int) {
+        self.map = map
+        self.shard = shard
     }
 }
 

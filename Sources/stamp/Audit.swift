@@ -54,6 +54,12 @@ struct AuditServe: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Most rows committed in one transaction. [env: STAMP_AUDIT_MAX_BATCH] (default: \(defaults.service.maxBatch))", valueName: "n"))
     var maxBatch: Int?
 
+    @Option(help: ArgumentHelp("Most writes waiting for a commit per shard; past it a write is answered 503 with Retry-After. [env: STAMP_AUDIT_MAX_WAITING_WRITES] (default: \(defaults.service.maxWaitingWrites))", valueName: "n"))
+    var maxWaitingWrites: Int?
+
+    @Option(help: ArgumentHelp("How long a commit or a read of a shard's database may take before it is answered 503, such as 5s. [env: STAMP_AUDIT_STORE_TIMEOUT] (default: \(DurationText.format(defaults.service.storeTimeout)))", valueName: "duration"))
+    var storeTimeout: String?
+
     @Option(help: ArgumentHelp("File to write the port bound to once listening (useful with --listen HOST:0). [env: STAMP_AUDIT_PORT_FILE]", valueName: "path"))
     var portFile: String?
 
@@ -86,6 +92,11 @@ struct AuditServe: AsyncParsableCommand {
         }
         if let number = try options.integer(prefetch, "STAMP_AUDIT_PREFETCH", option: "--prefetch", range: AuditServerConfiguration.prefetchRange) { configuration.prefetch = number }
         if let number = try options.integer(maxBatch, "STAMP_AUDIT_MAX_BATCH", option: "--max-batch", range: AuditServiceConfiguration.maxBatchRange) { configuration.service.maxBatch = number }
+        if let number = try options.integer(maxWaitingWrites, "STAMP_AUDIT_MAX_WAITING_WRITES", option: "--max-waiting-writes", range: 1...1_000_000) { configuration.service.maxWaitingWrites = number }
+        if let text = options.text(storeTimeout, "STAMP_AUDIT_STORE_TIMEOUT") {
+            configuration.service.storeTimeout = try DurationText.parse(text, name: "--store-timeout")
+            guard configuration.service.storeTimeout > .zero else { throw ValidationError("--store-timeout must be above zero") }
+        }
         guard let key = options.environment["STAMP_AUDIT_DATA_KEY"] else {
             throw ValidationError("set STAMP_AUDIT_DATA_KEY to the data key (base64 of 32 random bytes; `stamp audit key` prints a new one)")
         }

@@ -4,8 +4,10 @@ import HummingbirdTesting
 import NIOCore
 import StampAudit
 import StampAuditServer
+import StampAuditService
 import StampCore
 import StampShardMap
+import StampTesting
 import Synchronization
 import Testing
 
@@ -54,10 +56,21 @@ struct AuditResilienceTests {
         }
     }
 
+    /// Writes alternate between two servers on the same shards, the second one's generator 500 ms
+    /// behind, while a fourth shard takes slots of a third: every user's history stays in write
+    /// order only if the floors (the user's rows in the former shard, the order check in the
+    /// commit) hold. Only the first server reads the new map file; the second moves to the new
+    /// version when a shard refuses its writes under the old one.
     @Test(arguments: AuditStoreBackend.testable)
     func aFourthShardAddedDuringLoadFailsNoWriteAndKeepsOldRowsReadable(backend: AuditStoreBackend) async throws {
         try await withAuditFixture(backend) { fixture in
-            try await fixture.application().test(.router) { client in
+            let lagging = try AuditService(configuration: fixture.configuration, ids: try LocalIDSource(node: 1, behind: .milliseconds(500)), clock: ManualClock(), logger: fixture.records.logger())
+            let laggingShards = Task { try await lagging.shards.run() }
+            defer { laggingShards.cancel() }
+            try await lagging.shards.prepare(fixture.map)
+            let laggingApplication = buildAuditApplication(service: lagging, tokens: try AuditTokens(writer: AuditFixture.writerToken, reader: AuditFixture.readerToken), logger: fixture.records.logger())
+            try await fixture.application().test(.router) { onTime in try await laggingApplication.test(.router) { behind in
+                let client = onTime
                 let ledger = Ledger()
                 let stop = ledger.stop
                 let changed = try await withThrowingTaskGroup(of: Void.self) { group in
@@ -67,7 +80,7 @@ struct AuditResilienceTests {
                             while !stop.isSet {
                                 // Each writer owns its users, so each user's writes are sequential.
                                 let user = "w\(writer)-u\(sequence % 12)"
-                                let status = try await client.execute(uri: "/v1/users/\(user)/events", method: .post, headers: API.writeHeaders(key: "w\(writer)-\(sequence)"), body: API.body(after: "v\(sequence)")) { response in
+                                let status = try await (sequence % 2 == 0 ? onTime : behind).execute(uri: "/v1/users/\(user)/events", method: .post, headers: API.writeHeaders(key: "w\(writer)-\(sequence)"), body: API.body(after: "v\(sequence)")) { response in
                                     if response.status == .created {
                                         let event = try JSONDecoder().decode(API.EventBody.self, from: Data(buffer: response.body))
                                         ledger.acknowledge(user: user, id: event.id)
@@ -123,7 +136,8 @@ struct AuditResilienceTests {
                 for (_, id) in acknowledged.prefix(changed.1) {
                     try await client.execute(uri: "/v1/events/\(id)", method: .get, headers: API.reader) { #expect($0.status == .ok) }
                 }
-            }
+                #expect(lagging.shardMap.current.version == 2, "the second server moved to the version its shards hold")
+            } }
         }
     }
 

@@ -3,6 +3,7 @@ import Hummingbird
 import HummingbirdTesting
 import Logging
 import Metrics
+import PostgresNIO
 import MetricsTestKit
 import StampAudit
 import StampAuditServer
@@ -30,8 +31,9 @@ enum HTTPPath: Sendable, CaseIterable, CustomTestStringConvertible {
 struct LocalIDSource: AuditIDSource {
     let generator: IDGenerator
 
-    init(node: Int = 0) throws {
-        generator = try IDGenerator(node: node)
+    /// A generator of node `node` whose wall clock runs `behind` the system's.
+    init(node: Int = 0, behind: Duration = .zero) throws {
+        generator = try IDGenerator(node: node, wallClock: LaggingWallClock(behind: behind))
     }
 
     func nextID(shard: Int, above floor: StampID?) async throws -> StampID {
@@ -43,6 +45,19 @@ struct LocalIDSource: AuditIDSource {
     }
 
     var isReachable: Bool { true }
+}
+
+/// The system's wall clock, a fixed time behind.
+struct LaggingWallClock: WallClock {
+    let milliseconds: Int64
+
+    init(behind: Duration) {
+        milliseconds = behind.components.seconds * 1000 + behind.components.attoseconds / 1_000_000_000_000_000
+    }
+
+    func unixMilliseconds() -> Int64 {
+        SystemWallClock().unixMilliseconds() - milliseconds
+    }
 }
 
 /// One audit service on fresh shard databases of one backend, with its map file, tokens and key.
@@ -70,6 +85,20 @@ struct AuditFixture: Sendable {
         var server = AuditServerConfiguration().server
         server.port = 0
         return buildAuditApplication(service: service, tokens: try AuditTokens(writer: Self.writerToken, reader: Self.readerToken), server: server, metrics: { "" }, logger: records.logger())
+    }
+
+    /// Runs `statements` on the database of shard `shard`, directly, as its owner.
+    func execute(onShard shard: Int, _ statements: [String]) async throws {
+        switch try #require(map.shard(id: shard)).database.resolvingRelativePath(from: folder.path) {
+        case .sqlite(let path):
+            try await withSQLiteConnection(path) { connection in
+                for statement in statements { try await connection.execute(statement) }
+            }
+        case .postgres(let url):
+            try await withPostgresClient(try PostgresURL(parsing: url).configuration) { client in
+                for statement in statements { _ = try await client.query(PostgresQuery(unsafeSQL: statement)) }
+            }
+        }
     }
 
     /// Every row of every shard the map lists, read through the stores.

@@ -183,3 +183,30 @@ extension AuditRow {
         )
     }
 }
+
+extension AuditStore {
+    /// Inserts `rows` as a server on a shard that holds no shard map version yet.
+    func insert(_ rows: [AuditRow]) async throws(AuditStoreError) -> [AuditInsertOutcome] {
+        try await insert(rows, mapVersion: 0)
+    }
+}
+
+extension AuditStoreDatabase {
+    /// Makes the database refuse, with an error of its own, every row whose actor is `actor`.
+    func refuseRows(ofActor actor: String) async throws {
+        for statement in Self.statementsRefusingRows(ofActor: actor, sqlite: sqlitePath != nil) {
+            try await execute(statement)
+        }
+    }
+
+    /// The statements that make an SQLite or PostgreSQL shard refuse every row whose actor is `actor`.
+    static func statementsRefusingRows(ofActor actor: String, sqlite: Bool) -> [String] {
+        if sqlite {
+            return ["CREATE TRIGGER test_refuse_actor BEFORE INSERT ON stamp_audit_events WHEN NEW.actor = '\(actor)' BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"]
+        }
+        return [
+            "CREATE FUNCTION test_refuse_actor() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$",
+            "CREATE TRIGGER test_refuse_actor BEFORE INSERT ON stamp_audit_events FOR EACH ROW WHEN (NEW.actor = '\(actor)') EXECUTE FUNCTION test_refuse_actor()",
+        ]
+    }
+}

@@ -226,6 +226,66 @@ struct AuditStoreSuiteTests {
         }
     }
 
+    @Test("a row whose ID another user's row has is refused as taken, alone, before the call or earlier in it", arguments: AuditStoreBackend.testable)
+    func takenIDsAreRefusedAlone(backend: AuditStoreBackend) async throws {
+        try await withAuditStores(backend) { database async throws in
+            let store = database.store
+            #expect(try await store.insert([.storeTestRow(id: 10)]) == [.stored])
+            let outcomes = try await store.insert([
+                .storeTestRow(id: 10, user: "user-2"),
+                .storeTestRow(id: 20, user: "user-3"),
+                .storeTestRow(id: 20, user: "user-4"),
+                .storeTestRow(id: 30, user: "user-4"),
+            ])
+            #expect(outcomes == [.idTaken, .stored, .idTaken, .stored])
+            #expect(try await store.ids(after: nil, limit: 10).map(\.rawValue) == [10, 20, 30])
+            #expect(try await store.row(id: StampID(rawValue: 10)!)?.user == "user-1")
+        }
+    }
+
+    @Test("a shard map version, once recorded, refuses inserts under older ones and never goes back", arguments: AuditStoreBackend.testable)
+    func recordedMapVersionFencesOlderWriters(backend: AuditStoreBackend) async throws {
+        try await withAuditStores(backend, count: 2) { database async throws in
+            let (store, other) = (database.stores[0], database.stores[1])
+            #expect(try await store.storedMap() == .none)
+            #expect(try await store.insert([.storeTestRow(id: 1)], mapVersion: 1) == [.stored])
+            let second = StoredShardMap(version: 2, document: Array("{\"version\": 2}".utf8))
+            #expect(try await other.recordMap(second) == second)
+            #expect(try await store.insert([.storeTestRow(id: 2), .storeTestRow(id: 3, user: "user-2")], mapVersion: 1) == [.staleMap(version: 2), .staleMap(version: 2)])
+            #expect(try await store.insert([.storeTestRow(id: 4)], mapVersion: 2) == [.stored])
+            #expect(try await store.insert([.storeTestRow(id: 5)], mapVersion: 3) == [.stored])
+            let first = StoredShardMap(version: 1, document: Array("{\"version\": 1}".utf8))
+            #expect(try await store.recordMap(first) == second, "an older version never replaces a newer one")
+            #expect(try await store.storedMap() == second)
+            #expect(try await store.ids(after: nil, limit: 10).map(\.rawValue) == [1, 4, 5])
+        }
+    }
+
+    /// A commit can fail after every statement succeeded (a deferred constraint, a serialization
+    /// failure): the insert must fail then, not answer its rows stored.
+    @Test(
+        "an error at the commit fails the insert and stores nothing",
+        .enabled(if: TestPostgresServer.environment != nil, "STAMP_TEST_POSTGRES_URL is not set")
+    )
+    func commitErrorsFailTheInsert() async throws {
+        try await withAuditStores(.postgres) { database async throws in
+            try await database.execute("CREATE FUNCTION test_refuse_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused at commit'; END $$")
+            try await database.execute(
+                "CREATE CONSTRAINT TRIGGER test_refuse_at_commit AFTER INSERT ON stamp_audit_events DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION test_refuse_at_commit()"
+            )
+            let store = database.store
+            let error = await #expect(throws: AuditStoreError.self) {
+                try await store.insert([.storeTestRow(id: 1)])
+            }
+            #expect(error?.code == .rejected)
+            let refused = await #expect(throws: AuditStoreError.self) {
+                try await store.insert([.storeTestRow(id: 2), .storeTestRow(id: 3, user: "user-2")])
+            }
+            #expect(refused?.code == .rejected)
+            #expect(try await store.ids(after: nil, limit: 10).isEmpty)
+        }
+    }
+
     @Test("IDs of every user come in ascending pages", arguments: AuditStoreBackend.testable)
     func idsPaging(backend: AuditStoreBackend) async throws {
         try await withAuditStores(backend) { database async throws in
@@ -467,9 +527,9 @@ struct AuditStoreSuiteTests {
         try await withAuditStores(backend, logger: records.logger()) { database async throws in
             let store = database.store
             _ = try await store.insert([.storeTestRow(id: 1)])
-            // The same ID under another key breaks the primary key.
+            try await database.refuseRows(ofActor: marker)
             let clash = AuditRow(
-                id: StampID(rawValue: 1)!,
+                id: StampID(rawValue: 2)!,
                 user: marker,
                 field: marker,
                 actor: marker,

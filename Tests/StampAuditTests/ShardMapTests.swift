@@ -4,6 +4,7 @@ import StampCore
 import StampDatabase
 import StampShardMap
 import StampTesting
+import Synchronization
 import Testing
 
 @Suite struct ShardMapTests {
@@ -118,8 +119,36 @@ import Testing
         clock.advance(by: .seconds(1))
         await clock.waitForSleepers(count: 1)
         #expect(source.current.version == 3)
-        #expect(prepared.versions == [2, 3])
+        #expect(prepared.versions == [2, 2, 3], "run() prepares the map in use first, then polls")
         poller.cancel()
+    }
+
+    /// A preparation that finds a newer version held elsewhere (a shard) moves the source to that
+    /// version instead; a map offered from elsewhere is applied only when newer.
+    @Test func aNewerMapFoundWhilePreparingIsAppliedInstead() async throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("stamp-map-\(UUID())")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let path = folder.appendingPathComponent("map.json").path
+        let first = ShardMap.even(databases: [.sqlite(path: "a")], slotCount: 16)
+        try first.write(to: path)
+        var held = first
+        held.version = 5
+        let prepared = Mutex<[Int]>([])
+        let source = try ShardMapSource(path: path, layout: layout, clock: ManualClock(), logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })) { [held] map in
+            prepared.withLock { $0.append(map.version) }
+            if map.version < held.version { throw NewerShardMapFound(map: held, shard: 0) }
+        }
+        var next = first
+        next.version = 2
+        try next.write(to: path)
+        #expect(await source.refreshIfChanged().version == 5)
+        #expect(prepared.withLock { $0 } == [2, 5])
+        #expect(await source.offer(first).version == 5, "an older map offered is ignored")
+        var newest = held
+        newest.version = 6
+        #expect(await source.offer(newest).version == 6)
+        #expect(prepared.withLock { $0 } == [2, 5, 6])
     }
 }
 
