@@ -39,7 +39,7 @@ struct AuditHardeningTests {
             try newer.write(to: newerConfiguration.shardMapPath)
             let logger = fixture.records.logger()
             let newServer = try AuditService(configuration: newerConfiguration, ids: try LocalIDSource(node: 1), clock: ManualClock(), logger: logger)
-            let laggingOldServer = try AuditService(configuration: fixture.configuration, ids: try LocalIDSource(node: 2, behind: .milliseconds(500)), clock: ManualClock(), logger: logger)
+            let laggingOldServer = try AuditService(configuration: fixture.configuration, ids: try LocalIDSource(node: 2, behind: .milliseconds(500), onTimeNode: 3), clock: ManualClock(), logger: logger)
             try await withThrowingTaskGroup { group in
                 for server in [newServer, laggingOldServer] {
                     group.addTask { try await server.shards.run() }

@@ -64,7 +64,7 @@ struct AuditResilienceTests {
     @Test(arguments: AuditStoreBackend.testable)
     func aFourthShardAddedDuringLoadFailsNoWriteAndKeepsOldRowsReadable(backend: AuditStoreBackend) async throws {
         try await withAuditFixture(backend) { fixture in
-            let lagging = try AuditService(configuration: fixture.configuration, ids: try LocalIDSource(node: 1, behind: .milliseconds(500)), clock: ManualClock(), logger: fixture.records.logger())
+            let lagging = try AuditService(configuration: fixture.configuration, ids: try LocalIDSource(node: 1, behind: .milliseconds(500), onTimeNode: 2), clock: ManualClock(), logger: fixture.records.logger())
             let laggingShards = Task { try await lagging.shards.run() }
             defer { laggingShards.cancel() }
             try await lagging.shards.prepare(fixture.map)
@@ -78,9 +78,10 @@ struct AuditResilienceTests {
                         group.addTask {
                             var sequence = 0
                             while !stop.isSet {
-                                // Each writer owns its users, so each user's writes are sequential.
+                                // Each writer owns its users, so each user's writes are
+                                // sequential; a user's consecutive writes go through either server in turn.
                                 let user = "w\(writer)-u\(sequence % 12)"
-                                let status = try await (sequence % 2 == 0 ? onTime : behind).execute(uri: "/v1/users/\(user)/events", method: .post, headers: API.writeHeaders(key: "w\(writer)-\(sequence)"), body: API.body(after: "v\(sequence)")) { response in
+                                let status = try await (sequence / 12 % 2 == 0 ? onTime : behind).execute(uri: "/v1/users/\(user)/events", method: .post, headers: API.writeHeaders(key: "w\(writer)-\(sequence)"), body: API.body(after: "v\(sequence)")) { response in
                                     if response.status == .created {
                                         let event = try JSONDecoder().decode(API.EventBody.self, from: Data(buffer: response.body))
                                         ledger.acknowledge(user: user, id: event.id)

@@ -28,16 +28,22 @@ enum HTTPPath: Sendable, CaseIterable, CustomTestStringConvertible {
 }
 
 /// IDs from a generator in the test process: the audit service's source without the network.
+///
+/// A source may stand for a cluster whose nodes disagree: its blind requests (no floor) go to a
+/// node whose wall clock runs `behind`, and, with `onTimeNode`, requests above a floor go to a
+/// node on time, as a retry reaches another node. Its lagging node then stays behind for good (a
+/// node that issues above a floor itself catches up).
 struct LocalIDSource: AuditIDSource {
     let generator: IDGenerator
+    let aboveFloors: IDGenerator
 
-    /// A generator of node `node` whose wall clock runs `behind` the system's.
-    init(node: Int = 0, behind: Duration = .zero) throws {
+    init(node: Int = 0, behind: Duration = .zero, onTimeNode: Int? = nil) throws {
         generator = try IDGenerator(node: node, wallClock: LaggingWallClock(behind: behind))
+        aboveFloors = try onTimeNode.map { try IDGenerator(node: $0) } ?? generator
     }
 
     func nextID(shard: Int, above floor: StampID?) async throws -> StampID {
-        try generator.next(shard: shard, count: 1, after: floor)[0]
+        try (floor == nil ? generator : aboveFloors).next(shard: shard, count: 1, after: floor)[0]
     }
 
     func bufferedID(shard: Int) -> StampID? {
