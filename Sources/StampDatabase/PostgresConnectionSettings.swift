@@ -15,7 +15,7 @@ public struct PostgresConnectionSettings: Sendable {
     /// The database, for messages: its ``PostgresURL/description`` hides the password.
     public let url: PostgresURL
     /// The password sent, if any, and where it came from.
-    let password: (password: String, origin: PostgresPasswordSource.Origin)?
+    let credential: (password: String, origin: PostgresPasswordSource.Origin)?
     /// The TLS settings, `nil` for `sslmode=disable`.
     let tls: TLSConfiguration?
 
@@ -25,7 +25,7 @@ public struct PostgresConnectionSettings: Sendable {
     ///   `sslrootcert` file cannot be used.
     public init(url: PostgresURL, passwords: PostgresPasswordSource = .process) throws(DatabaseError) {
         self.url = url
-        password = try passwords.password(for: url)
+        credential = try passwords.password(for: url)
         switch url.sslMode {
         case .disable:
             tls = nil
@@ -54,7 +54,7 @@ public struct PostgresConnectionSettings: Sendable {
     /// The configuration of a connection pool to this database.
     public var clientConfiguration: PostgresClient.Configuration {
         PostgresClient.Configuration(
-            host: url.host, port: url.port, username: url.username, password: password?.password, database: url.database,
+            host: url.host, port: url.port, username: url.username, password: credential?.password, database: url.database,
             tls: tls.map { .require($0) } ?? .disable
         )
     }
@@ -68,7 +68,7 @@ public struct PostgresConnectionSettings: Sendable {
         let connection: PostgresConnection
         do {
             let configuration = PostgresConnection.Configuration(
-                host: url.host, port: url.port, username: url.username, password: password?.password, database: url.database,
+                host: url.host, port: url.port, username: url.username, password: credential?.password, database: url.database,
                 tls: try tls.map { .require(try NIOSSLContext(configuration: $0)) } ?? .disable
             )
             connection = try await PostgresConnection.connect(configuration: configuration, id: 0, logger: logger)
@@ -99,7 +99,7 @@ public struct PostgresConnectionSettings: Sendable {
             return DatabaseError(.tlsFailed, "the TLS handshake with \(target) failed: \(reason)", cause: error)
         }
         if let error = error as? PSQLError, let sqlState = error.serverInfo?[.sqlState], sqlState.hasPrefix("28") {
-            let sent = password.map { "the password from \($0.origin)" } ?? "no password (set PGPASSWORD or a line in the password file, PGPASSFILE or ~/.pgpass)"
+            let sent = credential.map { "the password from \($0.origin)" } ?? "no password (set PGPASSWORD or a line in the password file, PGPASSFILE or ~/.pgpass)"
             return DatabaseError(
                 .authenticationFailed,
                 "\(target) refused the user \(url.username) with \(sent): \(error.serverInfo?[.message] ?? "SQLSTATE \(sqlState)")",
