@@ -10,7 +10,8 @@ import PostgresNIO
 /// of `sslrootcert`, read here, else the system's) for the URL's host, a name or an IP address.
 /// Both stores open their connection pools from ``clientConfiguration`` and call
 /// ``checkConnection(logger:)`` before their first use, because a pool only reports that its
-/// connections keep failing, not why.
+/// connections keep failing, not why; a server that is down or busy is left to the pool, which
+/// waits for it as before.
 public struct PostgresConnectionSettings: Sendable {
     /// The database, for messages: its ``PostgresURL/description`` hides the password.
     public let url: PostgresURL
@@ -59,11 +60,15 @@ public struct PostgresConnectionSettings: Sendable {
         )
     }
 
-    /// Opens one connection as the pool would and closes it, so that a failure says why.
+    /// Opens one connection as the pool would and closes it, so that a connection the server
+    /// refuses for its TLS or its credentials, which no retry mends, says why.
+    ///
+    /// A server that cannot be reached or takes no more clients is only logged (at debug level):
+    /// the pool retries those.
     ///
     /// - Throws: ``DatabaseError``: `tls-failed` when the server offers no TLS that `sslmode` asks
     ///   for or its certificate is not trusted; `authentication-failed` when it refuses the user or
-    ///   the password (the message names where the password came from); `unavailable` otherwise.
+    ///   the password (the message names where the password came from).
     public func checkConnection(logger: Logger) async throws(DatabaseError) {
         let connection: PostgresConnection
         do {
@@ -73,7 +78,12 @@ public struct PostgresConnectionSettings: Sendable {
             )
             connection = try await PostgresConnection.connect(configuration: configuration, id: 0, logger: logger)
         } catch {
-            throw explain(error)
+            let explained = explain(error)
+            guard explained.code != .unavailable else {
+                logger.debug("a first connection to PostgreSQL failed; the pool tries again", metadata: ["stamp.error": "\(explained.message)"])
+                return
+            }
+            throw explained
         }
         try? await connection.close()
     }

@@ -98,6 +98,16 @@ struct PostgresTLSRefusalTests {
         #expect(error.code == .tlsFailed)
         #expect(error.message == "the TLS handshake with PostgreSQL at postgres://stamp@db.internal:5432/audit?sslmode=verify-full failed: the server's certificate is not for the host db.internal")
     }
+
+    @Test("a server that cannot be reached is no refusal: the check returns and leaves the retries to the pool")
+    func unreachableIsLeftToThePool() async throws {
+        // Nothing listens on port 1 of the loopback address, so the connection is refused at once.
+        let url = PostgresURL(username: "stamp", host: "127.0.0.1", port: 1, database: "audit", sslMode: .require)
+        let settings = try PostgresConnectionSettings(url: url, passwords: PostgresPasswordSource(environment: [:]))
+        await #expect(throws: Never.self) {
+            try await settings.checkConnection(logger: PostgresTLSTests.logger)
+        }
+    }
 }
 
 /// Password authentication against the test command's PostgreSQL, where members of
