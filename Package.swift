@@ -255,7 +255,7 @@ let package = Package(
             name: "StampCoordinationTests",
             dependencies: [
                 "StampCore", "StampCoordination", "StampCoordinationSQLite", "StampCoordinationPostgres", "StampTesting",
-                "StampDatabaseTesting",
+                "StampDatabase", "StampDatabaseTesting",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

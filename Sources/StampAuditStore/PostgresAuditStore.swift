@@ -17,6 +17,7 @@ public final class PostgresAuditStore: AuditStore {
     /// PostgreSQL's limit on bound parameters in one statement.
     static let parameterLimit = 65_535
 
+    private let settings: PostgresConnectionSettings
     private let client: PostgresClient
     private let logger: Logger
     /// Set by ``close()``: operations fail from then on, without waiting for the pool to shut down.
@@ -25,17 +26,19 @@ public final class PostgresAuditStore: AuditStore {
     private let closing: AsyncStream<Never>.Continuation
 
     /// Creates a store on the database of `configuration`; ``run()`` must run for it to answer.
-    public init(configuration: PostgresClient.Configuration, logger: Logger) {
-        self.client = PostgresClient(configuration: configuration, backgroundLogger: logger)
+    public init(configuration: PostgresConnectionSettings, logger: Logger) {
+        self.settings = configuration
+        self.client = PostgresClient(configuration: configuration.clientConfiguration, backgroundLogger: logger)
         self.logger = logger
         (closed, closing) = AsyncStream.makeStream()
     }
 
-    /// Reads a connection configuration from `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`, as
-    /// ``PostgresURL`` does; a refusal is an invalid configuration whose message never repeats the URL.
-    public static func configuration(url: String) throws(AuditStoreError) -> PostgresClient.Configuration {
+    /// Reads the connection settings of a `postgres://` URL, as ``PostgresURL`` and
+    /// ``PostgresConnectionSettings`` do; a refusal is an invalid configuration whose message never
+    /// repeats the URL.
+    public static func configuration(url: String) throws(AuditStoreError) -> PostgresConnectionSettings {
         do {
-            return try PostgresURL(parsing: url).configuration
+            return try PostgresConnectionSettings(url: PostgresURL(parsing: url))
         } catch {
             throw AuditStoreError(.invalidConfiguration, error.message)
         }
@@ -50,8 +53,14 @@ public final class PostgresAuditStore: AuditStore {
         }
     }
 
+    /// Connects once on its own first, so that a refused connection (TLS, password) says why.
     public func migrate() async throws(AuditStoreError) {
         try await perform("migrate the schema") {
+            do throws(DatabaseError) {
+                try await settings.checkConnection(logger: logger)
+            } catch {
+                throw AuditStoreError(.unavailable, "the PostgreSQL store cannot connect: \(error.message)")
+            }
             try await client.withTransaction(logger: logger) { connection in
                 try await connection.query("SELECT pg_advisory_xact_lock(\(Self.migrationLockKey))", logger: logger)
                 try await Self.migrate(connection, logger: logger)

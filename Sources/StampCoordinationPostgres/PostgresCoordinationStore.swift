@@ -10,6 +10,7 @@ import StampDatabase
 /// behind an advisory lock. Lease expiry is judged on the database server's clock, so the nodes'
 /// clocks never decide who holds a node ID; tests may inject a wall clock instead.
 public final class PostgresCoordinationStore: CoordinationStore {
+    private let settings: PostgresConnectionSettings
     private let client: PostgresClient
     private let clock: (any WallClock)?
     private let logger: Logger
@@ -17,20 +18,22 @@ public final class PostgresCoordinationStore: CoordinationStore {
     private let closing: AsyncStream<Never>.Continuation
 
     /// Creates a store on the database of `configuration`; `clock` replaces the server's clock when given.
-    public init(configuration: PostgresClient.Configuration, clock: (any WallClock)? = nil, logger: Logger) {
-        self.client = PostgresClient(configuration: configuration, backgroundLogger: logger)
+    public init(configuration: PostgresConnectionSettings, clock: (any WallClock)? = nil, logger: Logger) {
+        self.settings = configuration
+        self.client = PostgresClient(configuration: configuration.clientConfiguration, backgroundLogger: logger)
         self.clock = clock
         self.logger = logger
         (closed, closing) = AsyncStream.makeStream()
     }
 
-    /// Reads a connection configuration from `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`, as
-    /// ``PostgresURL`` does; a refusal is an invalid location whose message never repeats the URL.
-    public static func configuration(url: String) throws(CoordinationError) -> PostgresClient.Configuration {
+    /// Reads the connection settings of a `postgres://` URL, as ``PostgresURL`` and
+    /// ``PostgresConnectionSettings`` do: a malformed URL is an invalid location whose message never
+    /// repeats the URL; an unusable password or certificate file is an invalid configuration.
+    public static func configuration(url: String) throws(CoordinationError) -> PostgresConnectionSettings {
         do {
-            return try PostgresURL(parsing: url).configuration
+            return try PostgresConnectionSettings(url: PostgresURL(parsing: url))
         } catch {
-            throw CoordinationError(.invalidLocation, error.message, cause: error)
+            throw CoordinationError(error.code == .invalidLocation ? .invalidLocation : .invalidConfiguration, error.message, cause: error)
         }
     }
 
@@ -43,7 +46,13 @@ public final class PostgresCoordinationStore: CoordinationStore {
         }
     }
 
+    /// Connects once on its own first, so that a refused connection (TLS, password) says why.
     public func prepare(layout: IDLayout) async throws(CoordinationError) {
+        do {
+            try await settings.checkConnection(logger: logger)
+        } catch {
+            throw CoordinationError(.unavailable, "the PostgreSQL store cannot connect: \(error.message)", cause: error)
+        }
         let recorded = try await perform("prepare the store") {
             try await client.withTransaction(logger: logger) { connection in
                 try await connection.query("SELECT pg_advisory_xact_lock(\(Self.migrationLockKey))", logger: logger)

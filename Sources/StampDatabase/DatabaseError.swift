@@ -9,6 +9,12 @@ public struct DatabaseError: Error, Sendable, CustomStringConvertible {
         case invalidLocation = "invalid-location"
         /// The database could not be opened, or its connections are closed.
         case unavailable
+        /// A file the connection needs, such as a password file or a certificate file, cannot be used.
+        case invalidConfiguration = "invalid-configuration"
+        /// The TLS connection to the server failed: it offers no TLS, or its certificate is not trusted.
+        case tlsFailed = "tls-failed"
+        /// The server refused the user or its password.
+        case authenticationFailed = "authentication-failed"
     }
 
     public let code: Code

@@ -1,18 +1,25 @@
 /// Where a database lives: an SQLite file on this machine or a PostgreSQL database.
 ///
 /// Coordination stores, shard databases and the demo all name databases this way, and this is
-/// the one place that text is read: `sqlite:PATH`, or `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`
-/// (also `postgresql://`). In JSON, a location is its text.
+/// the one place that text is read: `sqlite:PATH`, or `postgres://USER@HOST[:PORT]/DATABASE[?sslmode=...]`
+/// (also `postgresql://`; see ``PostgresURL``). In JSON, a location is its text.
+///
+/// A location that people write (a flag, a variable, a shard map) never holds a password, which
+/// would show in process lists, shell histories and configuration files: the password comes from
+/// `PGPASSWORD` or a password file (see ``PostgresPasswordSource``).
 public enum DatabaseLocation: Sendable, Hashable {
     /// An SQLite file on this machine.
     case sqlite(path: String)
-    /// A PostgreSQL database, as a `postgres://` URL that may carry a password.
+    /// A PostgreSQL database, as a `postgres://` URL; only code can give one with a password.
     case postgres(url: String)
 
-    /// Reads `sqlite:PATH` or a `postgres://` / `postgresql://` URL.
+    /// How a refusal of a password in a location says where to put it instead.
+    public static let passwordAdvice = "set PGPASSWORD, or write it in a password file (PGPASSFILE, else ~/.pgpass; lines HOST:PORT:DATABASE:USER:PASSWORD, mode 600)"
+
+    /// Reads `sqlite:PATH` or a `postgres://` / `postgresql://` URL without a password.
     ///
-    /// The URL itself is read by ``PostgresURL`` where a connection is configured from it; the
-    /// message of a refusal never repeats the text, which may be a mistyped URL with a password in it.
+    /// The URL is read by ``PostgresURL``; the message of a refusal never repeats the text, which
+    /// may be a mistyped URL with a password in it.
     public init(parsing text: String) throws(DatabaseError) {
         if text.hasPrefix("sqlite:") {
             let path = String(text.dropFirst("sqlite:".count))
@@ -21,9 +28,12 @@ public enum DatabaseLocation: Sendable, Hashable {
             }
             self = .sqlite(path: path)
         } else if text.hasPrefix("postgres://") || text.hasPrefix("postgresql://") {
+            guard try PostgresURL(parsing: text).password == nil else {
+                throw DatabaseError(.invalidLocation, "a PostgreSQL location must not hold a password: \(Self.passwordAdvice)")
+            }
             self = .postgres(url: text)
         } else {
-            throw DatabaseError(.invalidLocation, "a database location must be sqlite:PATH or postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE")
+            throw DatabaseError(.invalidLocation, "a database location must be sqlite:PATH or postgres://USER@HOST[:PORT]/DATABASE")
         }
     }
 
@@ -39,7 +49,7 @@ public enum DatabaseLocation: Sendable, Hashable {
         return .sqlite(path: folder.hasSuffix("/") ? folder + path : folder + "/" + path)
     }
 
-    /// The location as written: `sqlite:PATH` or the URL, password included.
+    /// The location as written: `sqlite:PATH` or the URL.
     public var text: String {
         switch self {
         case .sqlite(let path): "sqlite:\(path)"

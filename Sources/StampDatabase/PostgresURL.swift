@@ -1,16 +1,29 @@
-import PostgresNIO
-
-/// A PostgreSQL connection URL, `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`, read into its parts.
+/// A PostgreSQL connection URL, `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=MODE[&sslrootcert=PATH]]`,
+/// read into its parts.
 ///
-/// This is the one reader of PostgreSQL URLs: every store configures its connections from it.
-/// The scheme may also be `postgresql`. Every part may be percent-encoded, and must be for a `/`,
-/// `?`, `#` or space in it or a `:` in the user; an IPv6 host goes in brackets; the port defaults
-/// to 5432. Query parameters and fragments are refused, so are malformed percent-encodings and
-/// characters a URL cannot hold. A refusal's message never repeats the URL or any part of it, and
-/// ``description`` hides the password.
+/// This is the one reader of PostgreSQL URLs: every store configures its connections from it,
+/// through ``PostgresConnectionSettings``. The scheme may also be `postgresql`. Every part may be
+/// percent-encoded, and must be for a `/`, `?`, `#` or space in it, a `:` in the user or a `&` in a
+/// query value; an IPv6 host goes in brackets; the port defaults to 5432. The query may set
+/// `sslmode` (``SSLMode``, as libpq names them; `disable` when absent) and, with `verify-full`,
+/// `sslrootcert`, the file of the certificate authorities to trust. Other query parameters and
+/// fragments are refused, so are malformed percent-encodings and characters a URL cannot hold. A
+/// refusal's message never repeats the URL or any part of it, and ``description`` hides the password.
 public struct PostgresURL: Sendable, Hashable, CustomStringConvertible {
     /// The port a URL without one names.
     public static let defaultPort = 5432
+
+    /// Whether and how a connection uses TLS: the URL's `sslmode`, with libpq's names and meanings.
+    public enum SSLMode: String, Sendable, Hashable, CaseIterable {
+        /// No TLS: the connection, password included, travels in clear.
+        case disable
+        /// TLS, or no connection; the server's certificate is not checked, so this guards against
+        /// eavesdropping, not against a server that pretends to be another.
+        case require
+        /// TLS, or no connection, with a server certificate that a trusted authority signed for the
+        /// URL's host: the certificate authorities of `sslrootcert`, else the system's.
+        case verifyFull = "verify-full"
+    }
 
     public var username: String
     public var password: String?
@@ -18,25 +31,36 @@ public struct PostgresURL: Sendable, Hashable, CustomStringConvertible {
     public var host: String
     public var port: Int
     public var database: String
+    public var sslMode: SSLMode
+    /// The PEM file of the certificate authorities a `verify-full` connection trusts; `nil` trusts the system's.
+    public var sslRootCertificate: String?
 
-    public init(username: String, password: String? = nil, host: String, port: Int = Self.defaultPort, database: String) {
+    public init(
+        username: String, password: String? = nil, host: String, port: Int = Self.defaultPort, database: String,
+        sslMode: SSLMode = .disable, sslRootCertificate: String? = nil
+    ) {
         self.username = username
         self.password = password
         self.host = host
         self.port = port
         self.database = database
+        self.sslMode = sslMode
+        self.sslRootCertificate = sslRootCertificate
     }
 
-    /// Reads `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE` (or `postgresql://`).
+    /// Reads `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=MODE[&sslrootcert=PATH]]` (or `postgresql://`).
     public init(parsing url: String) throws(DatabaseError) {
         guard let schemeEnd = url.range(of: "://"), ["postgres", "postgresql"].contains(url[..<schemeEnd.lowerBound]) else {
             throw Self.invalid("it must start with postgres:// or postgresql://")
         }
-        let rest = url[schemeEnd.upperBound...]
-        guard !rest.contains("?"), !rest.contains("#") else {
-            throw Self.invalid("query parameters and fragments are not supported")
+        let afterScheme = url[schemeEnd.upperBound...]
+        guard !afterScheme.contains("#") else {
+            throw Self.invalid("fragments are not supported")
         }
-        guard rest.utf8.allSatisfy(Self.isAllowed) else {
+        let queryStart = afterScheme.firstIndex(of: "?")
+        let rest = afterScheme[..<(queryStart ?? afterScheme.endIndex)]
+        let query = queryStart.map { afterScheme[afterScheme.index(after: $0)...] }
+        guard rest.utf8.allSatisfy(Self.isAllowed), query?.utf8.allSatisfy(Self.isAllowed) ?? true else {
             throw Self.invalid("it holds a character a URL cannot hold unencoded")
         }
         guard let slash = rest.firstIndex(of: "/") else {
@@ -68,14 +92,41 @@ public struct PostgresURL: Sendable, Hashable, CustomStringConvertible {
         guard !username.isEmpty else { throw Self.invalid("the user is missing (expected USER@HOST)") }
         (host, port) = try Self.hostAndPort(authority[authority.index(after: at)...])
         self.database = database
+        (sslMode, sslRootCertificate) = try Self.tlsParameters(query)
     }
 
-    /// The configuration of a connection pool to this database; TLS is disabled.
-    public var configuration: PostgresClient.Configuration {
-        PostgresClient.Configuration(host: host, port: port, username: username, password: password, database: database, tls: .disable)
+    /// Reads the query: `sslmode` and `sslrootcert`, each at most once; `sslrootcert` only with `verify-full`.
+    private static func tlsParameters(_ query: Substring?) throws(DatabaseError) -> (SSLMode, String?) {
+        guard let query else { return (.disable, nil) }
+        var values: [String: String] = [:]
+        for parameter in query.split(separator: "&", omittingEmptySubsequences: false) {
+            guard let equals = parameter.firstIndex(of: "=") else {
+                throw invalid("a query parameter must be NAME=VALUE")
+            }
+            let name = try decode(parameter[..<equals], part: "query")
+            guard ["sslmode", "sslrootcert"].contains(name) else {
+                throw invalid("the only query parameters are sslmode and sslrootcert")
+            }
+            guard values[name] == nil else { throw invalid("\(name) is given twice") }
+            values[name] = try decode(parameter[parameter.index(after: equals)...], part: name)
+        }
+        var mode = SSLMode.disable
+        if let text = values["sslmode"] {
+            guard let named = SSLMode(rawValue: text) else {
+                throw invalid("sslmode must be \(SSLMode.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            mode = named
+        }
+        let rootCertificate = values["sslrootcert"]
+        if let rootCertificate {
+            guard mode == .verifyFull else { throw invalid("sslrootcert is read only with sslmode=verify-full") }
+            guard !rootCertificate.isEmpty else { throw invalid("sslrootcert must name a file") }
+        }
+        return (mode, rootCertificate)
     }
 
-    /// The URL, percent-encoded where needed and password included: `postgres://USER[:PASSWORD]@HOST:PORT/DATABASE`.
+    /// The URL, percent-encoded where needed and password included:
+    /// `postgres://USER[:PASSWORD]@HOST:PORT/DATABASE`, then `?sslmode=...` unless it is `disable`.
     public var text: String {
         render(password: password.map { Self.encode($0) })
     }
@@ -89,7 +140,11 @@ public struct PostgresURL: Sendable, Hashable, CustomStringConvertible {
         var text = "postgres://" + Self.encode(username)
         if let password { text += ":" + password }
         text += "@" + (host.contains(":") ? "[\(Self.encode(host, keeping: ":"))]" : Self.encode(host))
-        return text + ":\(port)/" + Self.encode(database)
+        text += ":\(port)/" + Self.encode(database)
+        guard sslMode != .disable else { return text }
+        text += "?sslmode=" + sslMode.rawValue
+        if let sslRootCertificate { text += "&sslrootcert=" + Self.encode(sslRootCertificate, keeping: "/") }
+        return text
     }
 
     /// Splits `HOST[:PORT]` or `[IPV6][:PORT]`; the port defaults to 5432.

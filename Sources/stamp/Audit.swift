@@ -29,7 +29,9 @@ struct AuditServe: AsyncParsableCommand {
         Secrets come from the environment only, so that they never show in process lists: \
         STAMP_AUDIT_DATA_KEY (base64 of 32 random bytes: the AES-256-GCM key sealing before/after values; \
         `stamp audit key` prints a new one), STAMP_AUDIT_WRITER_TOKEN and STAMP_AUDIT_READER_TOKEN (bearer tokens, \
-        16 characters or more). Other options can also be set in the environment variable named after them.
+        16 characters or more); the passwords of PostgreSQL shards from PGPASSWORD or a password file (PGPASSFILE, \
+        else ~/.pgpass), never from the shard map, whose postgres:// locations may set sslmode=disable, require or \
+        verify-full (with sslrootcert=CA.pem). Other options can also be set in the environment variable named after them.
         """
     )
 

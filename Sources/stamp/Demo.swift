@@ -31,8 +31,9 @@ struct Demo: AsyncParsableCommand {
 
         With --postgres, the coordination store and the shards are PostgreSQL databases: on the server that \
         --postgres-url or STAMP_DEMO_POSTGRES_URL names (its user must be allowed to create databases; \
-        stamp_demo_coordination and stamp_demo_shard_0..2 are dropped and created), else on a throwaway cluster \
-        started with initdb and pg_ctl from PATH or the newest /usr/lib/postgresql/*/bin.
+        stamp_demo_coordination and stamp_demo_shard_0..2 are dropped and created; the URL's sslmode and sslrootcert \
+        carry over to every process, and a password comes from PGPASSWORD or a password file, never from the URL), \
+        else on a throwaway cluster started with initdb and pg_ctl from PATH or the newest /usr/lib/postgresql/*/bin.
         """
     )
 
@@ -86,8 +87,14 @@ struct Demo: AsyncParsableCommand {
         configuration.users = users
         configuration.readFraction = reads
         if let url = postgresURL ?? (postgres ? ProcessInfo.processInfo.environment["STAMP_DEMO_POSTGRES_URL"] : nil) {
-            guard (try? PostgresURL(parsing: url)) != nil else {
-                throw ValidationError("--postgres-url must be postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE")
+            let server: PostgresURL
+            do {
+                server = try PostgresURL(parsing: url)
+            } catch {
+                throw ValidationError("--postgres-url: \(error.message)")
+            }
+            guard server.password == nil else {
+                throw ValidationError("--postgres-url must not hold a password: \(DatabaseLocation.passwordAdvice)")
             }
             configuration.databases = .postgresServer(url: url)
         } else if postgres {

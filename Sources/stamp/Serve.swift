@@ -16,6 +16,11 @@ struct Serve: AsyncParsableCommand {
 
         Every option can also be set in the environment variable named after it (STAMP_LISTEN, STAMP_STORE, \
         STAMP_LEASE_TTL, ...). Durations take a unit: 500ms, 10s, 2m.
+
+        A PostgreSQL store's password comes from PGPASSWORD or a password file (PGPASSFILE, else ~/.pgpass, \
+        lines HOST:PORT:DATABASE:USER:PASSWORD, mode 600), never from --store, which refuses one. sslmode=require \
+        encrypts the connection; sslmode=verify-full also checks the server's certificate against sslrootcert \
+        (else the system's authorities) and the host.
         """
     )
 
@@ -25,7 +30,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Address to listen on; port 0 binds a free port. [env: STAMP_LISTEN] (default: \(defaults.server.host):\(defaults.server.port))", valueName: "host:port"))
     var listen: String?
 
-    @Option(help: ArgumentHelp("Coordination store: sqlite:PATH or postgres://USER[:PASSWORD]@HOST:PORT/DB. [env: STAMP_STORE] (default: \(defaults.store.text))", valueName: "location"))
+    @Option(help: ArgumentHelp("Coordination store: sqlite:PATH or postgres://USER@HOST:PORT/DB[?sslmode=disable|require|verify-full[&sslrootcert=CA.pem]], with no password (PGPASSWORD or a password file holds it). [env: STAMP_STORE] (default: \(defaults.store.text))", valueName: "location"))
     var store: String?
 
     @Option(help: ArgumentHelp("URL others reach this node at, recorded with its lease. [env: STAMP_ADVERTISE] (default: http://<listen>, with the port bound)", valueName: "url"))

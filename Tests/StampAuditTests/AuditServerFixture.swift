@@ -101,7 +101,7 @@ struct AuditFixture: Sendable {
                 for statement in statements { try await connection.execute(statement) }
             }
         case .postgres(let url):
-            try await withPostgresClient(try PostgresURL(parsing: url).configuration) { client in
+            try await withPostgresClient(try PostgresConnectionSettings(url: PostgresURL(parsing: url))) { client in
                 for statement in statements { _ = try await client.query(PostgresQuery(unsafeSQL: statement)) }
             }
         }

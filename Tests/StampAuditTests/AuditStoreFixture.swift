@@ -41,7 +41,7 @@ struct AuditStoreDatabase: Sendable {
     /// Runs a statement on the database directly, as the database's owner, bypassing the stores.
     let execute: @Sendable (String) async throws -> Void
     /// The database's configuration, for PostgreSQL.
-    let postgres: PostgresClient.Configuration?
+    let postgres: PostgresConnectionSettings?
     /// The database's file, for SQLite.
     let sqlitePath: String?
 
@@ -85,7 +85,7 @@ func withAuditStores(
     case .postgres:
         let server = try #require(TestPostgresServer.environment, "STAMP_TEST_POSTGRES_URL is not set")
         try await server.withFreshDatabase(prefix: "stamp_audit_test") { fresh in
-            let configuration = fresh.configuration
+            let configuration = try PostgresConnectionSettings(url: fresh)
             let stores = (0..<count).map { _ in PostgresAuditStore(configuration: configuration, logger: logger) }
             let database = AuditStoreDatabase(
                 stores: stores,
@@ -103,7 +103,7 @@ func withAuditStores(
 }
 
 /// Whether the cluster of `configuration` has a role named `role`.
-func postgresRoleExists(_ role: String, configuration: PostgresClient.Configuration) async throws -> Bool {
+func postgresRoleExists(_ role: String, configuration: PostgresConnectionSettings) async throws -> Bool {
     try await withPostgresClient(configuration) { client in
         var exists = false
         for try await found in try await client.query("SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = \(role))").decode(Bool.self) {
@@ -114,7 +114,7 @@ func postgresRoleExists(_ role: String, configuration: PostgresClient.Configurat
 }
 
 /// The names of the migrations recorded in the database of `configuration`.
-func postgresMigrations(configuration: PostgresClient.Configuration) async throws -> Set<String> {
+func postgresMigrations(configuration: PostgresConnectionSettings) async throws -> Set<String> {
     try await withPostgresClient(configuration) { client in
         var names: Set<String> = []
         for try await name in try await client.query("SELECT name FROM stamp_audit_migrations").decode(String.self) {

@@ -2,6 +2,7 @@ import PostgresNIO
 import StampAudit
 import StampAuditStore
 import StampCore
+import StampDatabase
 import StampDatabaseTesting
 import StampTesting
 import Synchronization
@@ -342,9 +343,10 @@ struct AuditStoreSuiteTests {
         try await withAuditStores(.postgres) { database async throws in
             let role = "stamp_audit_test_\(UUID().uuidString.lowercased().filter { $0 != "-" })"
             try await database.execute("CREATE ROLE \(role) LOGIN IN ROLE stamp_audit_writer")
-            var configuration = try #require(database.postgres)
-            configuration.username = role
-            configuration.password = nil
+            var url = try #require(database.postgres).url
+            url.username = role
+            url.password = nil
+            let configuration = try PostgresConnectionSettings(url: url)
             let failure: (any Error)?
             do {
                 try await Self.checkWriterRole(configuration)
@@ -357,7 +359,7 @@ struct AuditStoreSuiteTests {
         }
     }
 
-    private static func checkWriterRole(_ configuration: PostgresClient.Configuration) async throws {
+    private static func checkWriterRole(_ configuration: PostgresConnectionSettings) async throws {
         let store = PostgresAuditStore(configuration: configuration, logger: AuditStoreBackend.logger)
         try await withThrowingTaskGroup { group in
             group.addTask { try await store.run() }
@@ -393,9 +395,10 @@ struct AuditStoreSuiteTests {
             let role = "stamp_audit_test_\(UUID().uuidString.lowercased().filter { $0 != "-" })"
             try await database.execute("CREATE ROLE \(role) LOGIN NOCREATEROLE")
             try await database.execute("GRANT CREATE ON SCHEMA public TO \(role)")
-            var configuration = administration
-            configuration.username = role
-            configuration.password = nil
+            var url = administration.url
+            url.username = role
+            url.password = nil
+            let configuration = try PostgresConnectionSettings(url: url)
             let records = RecordingLogHandler.Records()
             let store = PostgresAuditStore(configuration: configuration, logger: records.logger())
             let failure: (any Error)?
@@ -569,7 +572,7 @@ struct AuditStoreSuiteTests {
 
     @Test("a PostgreSQL URL becomes the configuration PostgresURL reads; a bad one is an invalid configuration, not repeated")
     func postgresURL() throws {
-        let configuration = try PostgresAuditStore.configuration(url: "postgresql://audit%40svc:p%3Ass@[::1]:6543/shard%5F0")
+        let configuration = try PostgresAuditStore.configuration(url: "postgresql://audit%40svc:p%3Ass@[::1]:6543/shard%5F0").clientConfiguration
         #expect(configuration.host == "::1")
         #expect(configuration.port == 6543)
         #expect(configuration.username == "audit@svc")

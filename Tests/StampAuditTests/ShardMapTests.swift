@@ -77,6 +77,17 @@ import Testing
         #expect(error?.message.contains("MARKER") == false)
     }
 
+    @Test func aPasswordInADatabaseIsRefusedNamingWhereItGoesInstead() {
+        let text = #"{"version": 1, "slots": 4, "shards": [{"id": 0, "database": "postgres://audit:MARKER-7f3a@db.internal/audit", "state": "active"}], "assignments": [{"slots": "0-3", "shard": 0}]}"#
+        let error = #expect(throws: ShardMapError.self) {
+            try ShardMap.decode(Data(text.utf8), layout: layout)
+        }
+        let message = error.map(\.message) ?? ""
+        #expect(message.contains("shards.[0].database"), "\(message)")
+        #expect(message.contains("must not hold a password") && message.contains("PGPASSWORD") && message.contains("PGPASSFILE"), "\(message)")
+        #expect(!message.contains("MARKER"))
+    }
+
     @Test func sourceMovesOnlyForwardAndPreparesFirst() async throws {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("stamp-map-\(UUID())")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)

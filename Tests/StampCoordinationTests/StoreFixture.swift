@@ -3,6 +3,7 @@ import StampCoordination
 import StampCore
 import StampCoordinationPostgres
 import StampCoordinationSQLite
+import StampDatabase
 import StampDatabaseTesting
 import StampTesting
 import Testing
@@ -60,8 +61,9 @@ func withStores(
     case .postgres:
         let server = try #require(TestPostgresServer.environment, "STAMP_TEST_POSTGRES_URL is not set")
         try await server.withFreshDatabase { database in
+            let settings = try PostgresConnectionSettings(url: database)
             let stores: [any CoordinationStore] = (0..<count).map { _ in
-                PostgresCoordinationStore(configuration: database.configuration, clock: clock, logger: silentLogger)
+                PostgresCoordinationStore(configuration: settings, clock: clock, logger: silentLogger)
             }
             try await running(stores, preparing: layout, body)
         }

@@ -15,7 +15,7 @@ struct DatabaseLocationTests {
         #expect(file == .sqlite(path: "/var/lib/stamp/coordination.sqlite"))
         #expect(file.isSQLite)
         #expect(file.text == "sqlite:/var/lib/stamp/coordination.sqlite")
-        for url in ["postgres://stamp:secret@db.internal/stamp", "postgresql://stamp@db.internal/stamp"] {
+        for url in ["postgres://stamp@db.internal/stamp?sslmode=verify-full", "postgresql://stamp@db.internal/stamp"] {
             let server = try DatabaseLocation(parsing: url)
             #expect(server == .postgres(url: url))
             #expect(!server.isSQLite)
@@ -32,6 +32,30 @@ struct DatabaseLocationTests {
             try DatabaseLocation(parsing: text)
         }
         #expect(error?.code == .invalidLocation)
+        #expect(error?.message.contains("MARKER") == false)
+    }
+
+    @Test(
+        "a PostgreSQL location with a password is refused, naming PGPASSWORD and the password file, without the password",
+        arguments: ["postgres://stamp:MARKER-7f3a@db.internal/stamp", "postgresql://stamp:@db.internal/stamp?sslmode=require"]
+    )
+    func refusesPasswords(text: String) {
+        let error = #expect(throws: DatabaseError.self) {
+            try DatabaseLocation(parsing: text)
+        }
+        #expect(error?.code == .invalidLocation)
+        #expect(error?.message.contains("must not hold a password") == true)
+        #expect(error?.message.contains("PGPASSWORD") == true)
+        #expect(error?.message.contains("PGPASSFILE") == true)
+        #expect(error?.message.contains("MARKER") == false)
+    }
+
+    @Test("a malformed PostgreSQL URL is refused as a location, as PostgresURL refuses it")
+    func refusesMalformedURLs() {
+        let error = #expect(throws: DatabaseError.self) {
+            try DatabaseLocation(parsing: "postgres://stamp@db.internal/stamp?sslmode=MARKER")
+        }
+        #expect(error?.message.hasPrefix("invalid PostgreSQL URL: sslmode must be") == true)
         #expect(error?.message.contains("MARKER") == false)
     }
 

@@ -8,7 +8,8 @@ struct PostgresURLTests {
     func fullURL() throws {
         let url = try PostgresURL(parsing: "postgres://stamp:p%40ss%3Aword@db.internal:6432/coordination")
         #expect(url == PostgresURL(username: "stamp", password: "p@ss:word", host: "db.internal", port: 6432, database: "coordination"))
-        let configuration = url.configuration
+        #expect(url.sslMode == .disable)
+        let configuration = try PostgresConnectionSettings(url: url, passwords: PostgresPasswordSource(environment: [:])).clientConfiguration
         #expect(configuration.username == "stamp")
         #expect(configuration.password == "p@ss:word")
         #expect(configuration.host == "db.internal")
@@ -56,7 +57,16 @@ struct PostgresURLTests {
             "postgres://stamp:MARKER-7f3a@db.internal:70000/coordination",
             "postgres://stamp:MARKER-7f3a@[::1/coordination",
             "postgres://stamp:MARKER-7f3a@[::1]5432/coordination",
-            "postgres://stamp:MARKER-7f3a@db.internal/coordination?sslmode=require",
+            "postgres://stamp:MARKER-7f3a@db.internal/coordination?sslmode=prefer",
+            "postgres://stamp:MARKER-7f3a@db.internal/coordination?sslmode=MARKER",
+            "postgres://stamp:MARKER-7f3a@db.internal/coordination?application_name=MARKER",
+            "postgres://stamp:MARKER-7f3a@db.internal/coordination?sslmode",
+            "postgres://stamp:MARKER-7f3a@db.internal/coordination?sslmode=require&sslmode=disable",
+            "postgres://stamp:MARKER-7f3a@db.internal/coordination?sslmode=require&sslrootcert=/MARKER.pem",
+            "postgres://stamp:MARKER-7f3a@db.internal/coordination?sslrootcert=/MARKER.pem",
+            "postgres://stamp:MARKER-7f3a@db.internal/coordination?sslmode=verify-full&sslrootcert=",
+            "postgres://stamp:MARKER-7f3a@db.internal/coordination?sslmode=verify%zz",
+            "postgres://stamp:MARKER-7f3a@db.internal/coordination?sslmode=verify-full&sslrootcert=/MARKER 1.pem",
             "postgres://stamp:MARKER-7f3a@db.internal/coordination#top",
             "postgres://stamp:MARKER-7f3a%zz@db.internal/coordination",
             "postgres://stamp:MARKER-7f3a@db.internal/coordination%zz",
@@ -81,6 +91,28 @@ struct PostgresURLTests {
         #expect(!shown.contains("db.internal"), "\(shown)")
     }
 
+    @Test("sslmode and sslrootcert are read from the query, percent-decoded; without sslmode TLS is disabled")
+    func tlsParameters() throws {
+        #expect(try PostgresURL(parsing: "postgres://stamp@db.internal/audit?sslmode=disable").sslMode == .disable)
+        #expect(try PostgresURL(parsing: "postgres://stamp@db.internal/audit?sslmode=require").sslMode == .require)
+        let verified = try PostgresURL(parsing: "postgresql://stamp@db.internal:6432/audit?sslmode=verify-full&sslrootcert=/etc/stamp/ca%20bundle.pem")
+        #expect(verified == PostgresURL(
+            username: "stamp", host: "db.internal", port: 6432, database: "audit", sslMode: .verifyFull, sslRootCertificate: "/etc/stamp/ca bundle.pem"
+        ))
+        let reordered = try PostgresURL(parsing: "postgres://stamp@db.internal/audit?sslrootcert=ca.pem&sslmode=verify-full")
+        #expect(reordered.sslMode == .verifyFull)
+        #expect(reordered.sslRootCertificate == "ca.pem")
+        #expect(try PostgresURL(parsing: "postgres://stamp@db.internal/audit?sslmode=verify-full").sslRootCertificate == nil)
+    }
+
+    @Test("sslmode names the modes it accepts when it is refused")
+    func unknownSSLMode() {
+        let error = #expect(throws: DatabaseError.self) {
+            try PostgresURL(parsing: "postgres://stamp@db.internal/audit?sslmode=verify-ca")
+        }
+        #expect(error?.message == "invalid PostgreSQL URL: sslmode must be disable, require, verify-full")
+    }
+
     @Test("a / in the password must be encoded, and the refusal says so")
     func slashInPassword() {
         let error = #expect(throws: DatabaseError.self) {
@@ -95,6 +127,8 @@ struct PostgresURLTests {
             PostgresURL(username: "stamp", password: "p@ss:w/rd%", host: "db.internal", port: 6432, database: "coordination"),
             PostgresURL(username: "audit@svc", host: "::1", database: "shard 0"),
             PostgresURL(username: "stämp", password: "", host: "127.0.0.1", port: 5433, database: "café"),
+            PostgresURL(username: "stamp", host: "db.internal", database: "audit", sslMode: .require),
+            PostgresURL(username: "stamp", host: "db.internal", database: "audit", sslMode: .verifyFull, sslRootCertificate: "/etc/stamp/ca&root.pem"),
         ]
     )
     func textRoundTrips(url: PostgresURL) throws {
@@ -109,5 +143,8 @@ struct PostgresURLTests {
         #expect("\(url)" == url.description)
         #expect(!String(reflecting: url).contains("cret"))
         #expect(PostgresURL(username: "stamp", host: "db", database: "audit").description == "postgres://stamp@db:5432/audit")
+        let verified = PostgresURL(username: "stamp", password: "secret", host: "db", database: "audit", sslMode: .verifyFull, sslRootCertificate: "/etc/ca.pem")
+        #expect(verified.text == "postgres://stamp:secret@db:5432/audit?sslmode=verify-full&sslrootcert=/etc/ca.pem")
+        #expect(verified.description == "postgres://stamp:***@db:5432/audit?sslmode=verify-full&sslrootcert=/etc/ca.pem")
     }
 }

@@ -18,7 +18,7 @@ struct TestPostgresServerTests {
                 try await server.withFreshDatabase(prefix: "stamp_fresh_test") { database in
                     names.append(database.database)
                     #expect(database.database.hasPrefix("stamp_fresh_test_"))
-                    let connectedTo = try await withPostgresClient(database.configuration) { client in
+                    let connectedTo = try await withPostgresClient(PostgresConnectionSettings(url: database)) { client in
                         var name: String?
                         for try await found in try await client.query("SELECT current_database()").decode(String.self) {
                             name = found
@@ -34,7 +34,7 @@ struct TestPostgresServerTests {
             }
         }
         #expect(Set(names).count == 2)
-        let left = try await withPostgresClient(server.administration.configuration) { client in
+        let left = try await withPostgresClient(PostgresConnectionSettings(url: server.administration)) { client in
             var count = 0
             for try await found in try await client.query("SELECT count(*) FROM pg_database WHERE datname = ANY(\(names))").decode(Int64.self) {
                 count = Int(found)
