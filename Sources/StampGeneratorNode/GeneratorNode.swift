@@ -212,23 +212,34 @@ public final class GeneratorNode<C: Clock<Duration>>: Service, Sendable where C.
     ///
     /// Throws ``IssueRefusal`` when the lease is not held, or the generator's ``GeneratorError``.
     public func issue(shard: Int, count: Int, after: StampID?) throws -> IssuedIDs {
-        // Only the lease check needs the node's lock. The generator, which has its own, issues outside
-        // it: its time limit is the persisted reservation, which a later owner of the node ID starts
-        // above, so an issue that races with losing the lease still cannot collide.
-        let now = clock.now
-        guard let generator = state.withLock({ $0.keeper.canIssue(at: now) ? $0.generator : nil }) else {
-            metrics.refusals["lease-not-held"]?.increment()
-            throw IssueRefusal(retryAfterMilliseconds: configuration.lease.retryInterval.wholeMilliseconds)
+        // Only the lease checks need the node's lock. The generator, which has its own, issues outside it.
+        guard let generator = state.withLock({ $0.keeper.canIssue(at: clock.now) ? $0.generator : nil }) else {
+            throw refusal()
         }
+        var issued: IssuedIDs?
         do {
-            var issued: IssuedIDs?
             try generator.next(shard: shard, count: count, after: after) { issued = $0 }
-            metrics.issuedByShard[shard].increment(by: count)
-            return issued!
         } catch {
             metrics.refusals[error.code.rawValue]?.increment()
             throw error
         }
+        // Validity is checked again where the IDs were taken: a request preempted after the first check
+        // could otherwise hand out IDs taken after the lease's deadline, or from the generator of a lease
+        // since lost, below the IDs that the generator of a new claim of the node ID has issued. The
+        // clock is read after the generator took the IDs, so they were taken while the lease was valid;
+        // refused ones are gaps.
+        let now = clock.now
+        guard state.withLock({ $0.generator === generator && $0.keeper.canIssue(at: now) }) else {
+            throw refusal()
+        }
+        metrics.issuedByShard[shard].increment(by: count)
+        return issued!
+    }
+
+    /// Counts a refusal for want of a valid lease, and returns it.
+    private func refusal() -> IssueRefusal {
+        metrics.refusals["lease-not-held"]?.increment()
+        return IssueRefusal(retryAfterMilliseconds: configuration.lease.retryInterval.wholeMilliseconds)
     }
 
     /// Whether the node can issue now, and if not, why.

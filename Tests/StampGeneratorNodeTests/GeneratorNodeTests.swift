@@ -74,7 +74,8 @@ struct GeneratorNodeTests {
     }
 
     /// A paused owner whose lease expired cannot extend its reservation once another node has
-    /// claimed the node ID, and issues nothing past it.
+    /// claimed the node ID, and issues nothing past it: neither a request that was in flight when
+    /// the pause began, nor one after it.
     @Test func pausedOwnerIsFenced() async throws {
         let storeClock = ManualWallClock(unixMilliseconds: NodeFixture.start)
         let store = InMemoryCoordinationStore(clock: storeClock)
@@ -84,7 +85,11 @@ struct GeneratorNodeTests {
         let zombieIDs = try zombie.node.issue(shard: 0, count: 100, after: nil)
         let reservationBefore = try #require(store.lease(of: 0)).reservedUntilUnixMilliseconds
 
-        // The zombie is paused; on the store's clock its lease expires and another node claims it.
+        // A request passes the lease check and reads the wall clock; then the zombie is paused, and
+        // on the store's clock its lease expires and another node claims it.
+        zombie.readings.pauseNextRead()
+        let inFlight = BlockingCall { try zombie.node.issue(shard: 0, count: 1, after: nil) }
+        await zombie.readings.waitUntilPaused()
         storeClock.advance(milliseconds: 11_000)
         wallClock.advance(milliseconds: 11_000)
         let successor = NodeFixture(store: store, wallClock: wallClock)
@@ -94,9 +99,19 @@ struct GeneratorNodeTests {
         #expect(successorIDs.first!.fields(in: .default).unixMilliseconds >= reservationBefore)
         let successorReservation = try #require(store.lease(of: 0)).reservedUntilUnixMilliseconds
 
-        // The zombie wakes with little time passed on its own monotonic clock: its renewal is
-        // due but rejected, since the store no longer names it owner.
-        zombie.clock.advance(by: .milliseconds(3400))
+        // The zombie resumes after 11 s on its monotonic clock too, past the lease's ttl - margin,
+        // and before its next step: the request in flight issues nothing.
+        zombie.clock.advance(by: .seconds(11))
+        zombie.readings.resume()
+        switch await inFlight.value() {
+        case .success(let ids):
+            Issue.record("a request in flight issued \(Array(ids)) after the lease's deadline")
+            #expect(ids.allSatisfy { $0 < successorIDs.first! })
+        case .failure(let error):
+            #expect(error is IssueRefusal)
+        }
+
+        // The zombie's renewal is now due but rejected, since the store no longer names it owner.
         _ = await zombie.node.step()
         #expect(zombie.counter("stamp_lease_renewals_total", [("result", "lost")]) == 1)
         #expect(throws: IssueRefusal.self) { try zombie.node.issue(shard: 0, count: 1, after: nil) }
@@ -105,6 +120,36 @@ struct GeneratorNodeTests {
         #expect(stored.owner == successor.node.owner)
         #expect(stored.reservedUntilUnixMilliseconds == successorReservation)
         #expect(zombieIDs.allSatisfy { $0.fields(in: .default).unixMilliseconds < reservationBefore })
+    }
+
+    /// A request that holds the generator of a lease the node has since lost and claimed again
+    /// issues nothing: its IDs would lie below those the new claim's generator issued meanwhile.
+    @Test func aRequestOnTheGeneratorOfALostLeaseIssuesNothingAfterAReclaim() async throws {
+        let fixture = NodeFixture()
+        try await fixture.start()
+        let before = try fixture.node.issue(shard: 0, count: 100, after: nil)
+        fixture.readings.pauseNextRead()
+        let inFlight = BlockingCall { try fixture.node.issue(shard: 0, count: 1, after: nil) }
+        await fixture.readings.waitUntilPaused()
+
+        // The lease runs out unrenewed; the node drops it, claims the same node ID again and issues.
+        fixture.advance(milliseconds: 10_000)
+        _ = await fixture.node.step()
+        _ = await fixture.node.step()
+        #expect(fixture.node.node == 0)
+        #expect(fixture.counter("stamp_lease_claims_total", [("result", "ok")]) == 2)
+        let reclaimed = try fixture.node.issue(shard: 0, count: 100, after: nil)
+        #expect(reclaimed.first! > before.last!)
+
+        fixture.readings.resume()
+        switch await inFlight.value() {
+        case .success(let ids):
+            Issue.record("the old generator issued \(Array(ids)) after the new one issued from \(reclaimed.first!)")
+        case .failure(let error):
+            #expect(error is IssueRefusal)
+        }
+        let after = try fixture.node.issue(shard: 0, count: 1, after: nil)
+        #expect(after.first! > reclaimed.last!)
     }
 
     @Test func unrenewedLeaseStopsIssuingAfterTTLMinusMargin() async throws {
