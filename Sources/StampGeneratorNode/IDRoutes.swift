@@ -142,7 +142,7 @@ struct IssueRoute<C: Clock<Duration>>: EventLoopRoute where C.Instant: Sendable 
                 throw Problem.unavailable("refused: \(error.message)", retryAfterMilliseconds: error.retryAfterMilliseconds)
             }
         } catch let refusal as IssueRefusal {
-            throw Problem.unavailable("refused: this node holds no valid lease", retryAfterMilliseconds: refusal.retryAfterMilliseconds)
+            throw Problem.unavailable("refused: \(refusal.message)", retryAfterMilliseconds: refusal.retryAfterMilliseconds)
         } catch {
             throw Problem(.internalError, status: .internalServerError, detail: "internal error")
         }

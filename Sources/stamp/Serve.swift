@@ -52,6 +52,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: ArgumentHelp("How far logical time may run ahead of the wall clock. [env: STAMP_MAX_LEAD] (default: \(DurationText.format(.milliseconds(defaults.node.maxLeadMilliseconds))))", valueName: "duration"))
     var maxLead: String?
 
+    @Option(help: ArgumentHelp("Stop issuing while the wall clock is further than this from the coordination store's, measured at every claim and renewal; it must be below --max-lead. [env: STAMP_MAX_CLOCK_SKEW] (default: \(DurationText.format(defaults.node.lease.maxClockSkew)))", valueName: "duration"))
+    var maxClockSkew: String?
+
     @Option(help: ArgumentHelp("Largest count of one request. [env: STAMP_MAX_COUNT] (default: \(defaults.node.maxCount))", valueName: "n"))
     var maxCount: Int?
 
@@ -99,12 +102,13 @@ struct Serve: AsyncParsableCommand {
         if let margin = try duration(leaseMargin, "STAMP_LEASE_MARGIN", "--lease-margin") { configuration.node.lease.margin = margin }
         if let window = try duration(reservationWindow, "STAMP_RESERVATION_WINDOW", "--reservation-window") { configuration.node.lease.reservationWindow = window }
         if let retry = try duration(retryInterval, "STAMP_RETRY_INTERVAL", "--retry-interval") { configuration.node.lease.retryInterval = retry }
+        if let skew = try duration(maxClockSkew, "STAMP_MAX_CLOCK_SKEW", "--max-clock-skew") { configuration.node.lease.maxClockSkew = skew }
+        if let lead = try duration(maxLead, "STAMP_MAX_LEAD", "--max-lead") { configuration.node.maxLeadMilliseconds = lead.wholeMilliseconds }
         do {
-            try configuration.node.lease.validate()
+            try configuration.node.validate()
         } catch {
             throw ValidationError(error.message)
         }
-        if let lead = try duration(maxLead, "STAMP_MAX_LEAD", "--max-lead") { configuration.node.maxLeadMilliseconds = lead.wholeMilliseconds }
         if let count = try options.integer(maxCount, "STAMP_MAX_COUNT", option: "--max-count", range: 1...IDGenerator.maxBatch) { configuration.node.maxCount = count }
         if let days = try options.integer(minLifetimeDays, "STAMP_MIN_LIFETIME_DAYS", option: "--min-lifetime-days", range: 0...Int(Int64.max / Self.secondsPerDay)) {
             configuration.node.minimumLifetime = .seconds(Int64(days) * Self.secondsPerDay)

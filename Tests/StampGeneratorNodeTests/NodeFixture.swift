@@ -8,6 +8,7 @@ import StampCoordination
 import StampCore
 import StampTesting
 import Synchronization
+import Testing
 
 /// A generator node on an in-memory store, with every clock manual.
 struct NodeFixture {
@@ -21,21 +22,30 @@ struct NodeFixture {
     let metrics: TestMetrics
     let node: GeneratorNode<ManualClock>
 
-    init(store: InMemoryCoordinationStore? = nil, wallClock: ManualWallClock? = nil, configuration: NodeConfiguration = NodeConfiguration(), listening: ListeningAddress? = nil) {
+    init(store: InMemoryCoordinationStore? = nil, wallClock: ManualWallClock? = nil, configuration: NodeConfiguration = NodeConfiguration(), listening: ListeningAddress? = nil, logs: RecordingLogHandler.Records? = nil) {
         let wallClock = wallClock ?? ManualWallClock(unixMilliseconds: Self.start)
         self.wallClock = wallClock
         self.readings = PausingWallClock(wallClock)
         self.store = store ?? InMemoryCoordinationStore(clock: ManualWallClock(unixMilliseconds: Self.start))
         self.clock = ManualClock()
         self.metrics = TestMetrics()
-        self.node = GeneratorNode(configuration: configuration, store: self.store, clock: clock, wallClock: readings, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }), metricsFactory: metrics, listening: listening)
+        self.node = GeneratorNode(configuration: configuration, store: self.store, clock: clock, wallClock: readings, logger: logs?.logger() ?? Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }), metricsFactory: metrics, listening: listening)
     }
 
-    /// Prepares the store, claims a node ID and persists the first reservation.
+    /// Prepares the store, claims a node ID and persists the first reservation. When the node ID had
+    /// no stored reservation, the node's and the store's wall clocks then move on to the floor that the
+    /// node set instead (claim time + 2 × maximum lead + 1 ms), so that IDs follow the wall clock; the
+    /// monotonic clock stays, so that the lease's times count from the claim.
     func start() async throws {
         try await node.prepare()
         _ = await node.step()
+        let hadReservation = try #require(node.node.flatMap { store.lease(of: $0) }).reservedUntilUnixMilliseconds > 0
         _ = await node.step()
+        if !hadReservation {
+            let wait = 2 * node.configuration.maxLeadMilliseconds + 1
+            wallClock.advance(milliseconds: wait)
+            store.clock.advance(milliseconds: wait)
+        }
     }
 
     /// Moves the node's wall clock, its monotonic clock and the store's clock forward together.
@@ -43,6 +53,11 @@ struct NodeFixture {
         wallClock.advance(milliseconds: milliseconds)
         store.clock.advance(milliseconds: milliseconds)
         clock.advance(by: .milliseconds(milliseconds))
+    }
+
+    /// Last value of the gauge `label`, or `nil` when never recorded.
+    func gauge(_ label: String) -> Double? {
+        try? metrics.expectGauge(label).lastValue
     }
 
     /// Counter value for `label` with `dimensions`, or 0 when never made.
@@ -95,7 +110,7 @@ final class BlockingCall<Value: Sendable>: Sendable {
     private let result = Mutex<Result<Value, any Error>?>(nil)
 
     init(_ body: @escaping @Sendable () throws -> Value) {
-        let thread = Thread { [result] in
+        let thread = Thread { [self] in
             let outcome = Result { try body() }
             result.withLock { $0 = outcome }
         }
