@@ -1,4 +1,5 @@
 import Dispatch
+import Foundation
 import StampCore
 import StampTesting
 import Synchronization
@@ -274,21 +275,25 @@ struct GeneratorTests {
         let limit = Atomic<Int64>(epochTime + 2)
         generator.withState { $0.timeLimit = epochTime + 2 }
         let moving = Atomic(true)
+        let attempts = Atomic(0)
         let drawers = 3
         let results = Mutex<[[(id: StampID, limit: Int64)]]>(Array(repeating: [], count: drawers))
-        DispatchQueue.concurrentPerform(iterations: drawers + 1) { thread in
+        // A thread each, all at once: the drawers run until the mover is done, so none may wait for a free worker.
+        Self.onThreadsOfTheirOwn(drawers + 1) { thread in
             if thread == drawers {
                 var random = SeededRandom(seed: seed)
                 var wall = Self.start
-                for _ in 0..<20_000 {
+                for step in 0..<5_000 {
+                    // Each change waits for the drawers to have tried about once each since the last.
+                    while attempts.load(ordering: .relaxed) < step * drawers { sched_yield() }
                     switch Int.random(in: 0..<100, using: &random) {
                     case 0..<30: wall += Int64.random(in: 1...3, using: &random)
                     case 30..<40: wall -= Int64.random(in: 1...5, using: &random)
-                    case 40..<50:
-                        let raised = max(limit.load(ordering: .relaxed), wall - layout.epochUnixMilliseconds + Int64.random(in: -1...3, using: &random))
+                    case 40..<60:
+                        let raised = max(limit.load(ordering: .relaxed), wall - layout.epochUnixMilliseconds + Int64.random(in: -1...6, using: &random))
                         limit.store(raised, ordering: .sequentiallyConsistent)
                         generator.withState { $0.timeLimit = raised }
-                    case 50..<55:
+                    case 60..<65:
                         let lead = Int64.random(in: 0...4, using: &random)
                         generator.withState { $0.maxLeadMilliseconds = lead }
                     default: break
@@ -300,8 +305,9 @@ struct GeneratorTests {
             }
             var drawn: [(id: StampID, limit: Int64)] = []
             var draws = 0
-            while moving.load(ordering: .sequentiallyConsistent) || draws < 1000 {
+            while moving.load(ordering: .sequentiallyConsistent) {
                 draws += 1
+                attempts.add(1, ordering: .relaxed)
                 let count = [1, 1, 2, 5][draws % 4]
                 guard let ids = try? generator.next(shard: thread, count: count) else { continue }
                 let limitAfter = limit.load(ordering: .sequentiallyConsistent)
@@ -321,5 +327,17 @@ struct GeneratorTests {
         #expect(orderViolations == 0)
         #expect(atOrPastLimit == 0)
         #expect(generator.statistics.issued == UInt64(all.count))
+    }
+
+    /// Runs `body(0)` to `body(count - 1)` each on a thread of its own, and returns when all have returned.
+    static func onThreadsOfTheirOwn(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
+        let finished = DispatchSemaphore(value: 0)
+        for index in 0..<count {
+            Thread {
+                body(index)
+                finished.signal()
+            }.start()
+        }
+        for _ in 0..<count { finished.wait() }
     }
 }
