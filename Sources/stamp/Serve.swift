@@ -67,6 +67,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Shard map file; when given, IDs are issued only for shards it lists, and the file is re-read as it changes. [env: STAMP_SHARD_MAP] (default: every shard of the layout)", valueName: "path"))
     var shardMap: String?
 
+    @Option(help: ArgumentHelp("File holding the bearer token (16+ characters) that every request but /health/* and /metrics must carry; the token itself may come in STAMP_TOKEN instead, never on the command line. [env: STAMP_TOKEN_FILE] (default: no token, an open API)", valueName: "path"))
+    var tokenFile: String?
+
     @Option(help: ArgumentHelp("trace, debug, info, notice, warning, error or critical. [env: STAMP_LOG_LEVEL] (default: \(ServerObservability.defaultLevel))", valueName: "level"))
     var logLevel: String?
 
@@ -115,6 +118,10 @@ struct Serve: AsyncParsableCommand {
         }
         configuration.node.advertisedAddress = options.text(advertise, "STAMP_ADVERTISE")
         configuration.shardMapPath = options.text(shardMap, "STAMP_SHARD_MAP")
+        if let text = try options.secret(file: tokenFile, fileVariable: "STAMP_TOKEN_FILE", variable: "STAMP_TOKEN") {
+            guard let token = NodeToken(text) else { throw ValidationError("the token must be at least \(NodeToken.minimumLength) characters long") }
+            configuration.token = token
+        }
         let level = try OptionValues.logLevel(options.text(logLevel, "STAMP_LOG_LEVEL") ?? ServerObservability.defaultLevel.rawValue)
         return (configuration, level)
     }
