@@ -29,7 +29,7 @@ struct AuditServe: AsyncParsableCommand {
         Secrets come from the environment only, so that they never show in process lists: \
         STAMP_AUDIT_DATA_KEY (base64 of 32 random bytes: the AES-256-GCM key sealing before/after values; \
         `stamp audit key` prints a new one), STAMP_AUDIT_WRITER_TOKEN and STAMP_AUDIT_READER_TOKEN (bearer tokens, \
-        16 characters or more). Other options can also be set in the environment variable named after them.
+        16 characters or more), and STAMP_TOKEN (the generator nodes' bearer token, when they have one). Other options can also be set in the environment variable named after them.
         """
     )
 
@@ -95,6 +95,7 @@ struct AuditServe: AsyncParsableCommand {
         do {
             configuration.service.sealer = try ValueSealer(base64Key: key)
             configuration.tokens = try AuditTokens(writer: writer, reader: reader)
+            configuration.generatorToken = options.environment["STAMP_TOKEN"]
         } catch {
             throw ValidationError(error.message)
         }
