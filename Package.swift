@@ -102,6 +102,7 @@ let package = Package(
             name: "StampGeneratorNode",
             dependencies: [
                 "StampCore", "StampCoordination", "StampAPI", "StampHTTP", "StampDatabase", "StampCoordinationSQLite", "StampCoordinationPostgres", "StampShardMap",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),

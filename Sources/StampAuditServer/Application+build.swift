@@ -26,7 +26,7 @@ public func buildAuditApplication(configuration: AuditServerConfiguration, metri
     guard AuditServerConfiguration.prefetchRange.contains(configuration.prefetch) else {
         throw AuditServiceError(.invalidConfiguration, "the prefetch must be between \(AuditServerConfiguration.prefetchRange.lowerBound) and \(AuditServerConfiguration.prefetchRange.upperBound)")
     }
-    var clientConfiguration = StampClientConfiguration(nodes: configuration.generators)
+    var clientConfiguration = StampClientConfiguration(nodes: configuration.generators, token: configuration.generatorToken)
     if configuration.prefetch > 0 {
         clientConfiguration.prefetch = StampClientConfiguration.Prefetch(capacity: configuration.prefetch)
     }

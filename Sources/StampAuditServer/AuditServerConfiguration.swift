@@ -14,6 +14,8 @@ public struct AuditServerConfiguration: Sendable {
     public var generators: [String]
     /// IDs prefetched per shard (default 256, at most ``prefetchRange``); 0 asks the generators for every write.
     public var prefetch: Int
+    /// The generator nodes' bearer token, when they have one (default none).
+    public var generatorToken: String?
     /// The writer and reader bearer tokens; the server refuses to start without them.
     public var tokens: AuditTokens?
 

@@ -10,6 +10,7 @@ import StampCore
 public final class HTTPTransport: StampTransport {
     private let client: HTTPClient
     private let requestTimeout: TimeAmount
+    private let authorization: String?
 
     /// Makes a transport keeping up to `connectionsPerNode` connections open to each node.
     ///
@@ -17,7 +18,8 @@ public final class HTTPTransport: StampTransport {
     ///   - connectionsPerNode: Most connections to one node.
     ///   - requestTimeout: A backstop after which the HTTP client gives up by itself; the client's
     ///     attempt timeout normally ends an attempt sooner.
-    public init(connectionsPerNode: Int = 8, requestTimeout: Duration = .seconds(30)) {
+    ///   - token: The nodes' bearer token, sent with every request; `nil` for none.
+    public init(connectionsPerNode: Int = 8, requestTimeout: Duration = .seconds(30), token: String? = nil) {
         var configuration = HTTPClient.Configuration()
         configuration.connectionPool = HTTPClient.Configuration.ConnectionPool(idleTimeout: .seconds(50), concurrentHTTP1ConnectionsPerHostSoftLimit: max(1, connectionsPerNode))
         // A node that refuses connections must fail the attempt at once, so that the client fails over.
@@ -28,6 +30,7 @@ public final class HTTPTransport: StampTransport {
         configuration.redirectConfiguration = .disallow
         client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
         self.requestTimeout = TimeAmount(requestTimeout)
+        authorization = token.map { "Bearer \($0)" }
     }
 
     public func fetchIDs(node: String, shard: Int, count: Int, after: StampID?) async throws(TransportFailure) -> [StampID] {
@@ -73,6 +76,8 @@ public final class HTTPTransport: StampTransport {
     }
 
     private func execute(_ request: HTTPClientRequest, limit: Int) async throws(TransportFailure) -> (Int, ByteBuffer) {
+        var request = request
+        if let authorization { request.headers.add(name: "Authorization", value: authorization) }
         do {
             let response = try await client.execute(request, timeout: requestTimeout)
             let body = try await response.body.collect(upTo: limit)

@@ -7,7 +7,8 @@ import Synchronization
 /// Each attempt goes to the node that the node table chooses (a healthy one not tried yet for this
 /// request, when there is one) and ends at the attempt timeout. A failed attempt is tried again
 /// after the retry delay, up to `maximumRetries` times and while the retry budget has a token; a
-/// node that failed as sick starts its cool-down. A 4xx is not retried.
+/// node that failed as sick starts its cool-down, but not one whose attempt ended because the
+/// caller cancelled. A 4xx is not retried.
 ///
 /// Every attempt asks above what the shard ledger says the shard has returned or buffered, and an
 /// answer that does not ascend above it counts as invalid. The request returns the IDs; recording
@@ -95,7 +96,8 @@ final class RetryingRequester<C: Clock<Duration>>: Sendable where C.Instant: Sen
             case .failure(let failure):
                 metrics.attempts[failure.kind.rawValue]?.increment()
                 failures.append(StampClientError.Attempt(node: node, failure: failure))
-                let sick = failure.kind != .invalidRequest && failure.kind != .afterTooFarAhead
+                // An attempt cut short because its caller cancelled says nothing about the node.
+                let sick = failure.kind != .invalidRequest && failure.kind != .afterTooFarAhead && !Task.isCancelled
                 nodes.withLock { $0.finish(node, failed: sick, at: now) }
                 logger.debug("attempt failed", metadata: [
                     "stamp.node": "\(node)", "stamp.shard": "\(shard)", "stamp.attempt": "\(attempt + 1)",

@@ -174,7 +174,7 @@ extension StampIDClient where C == ContinuousClock {
     public convenience init(configuration: StampClientConfiguration, logger: Logger, metricsFactory: any MetricsFactory = MetricsSystem.factory) {
         self.init(
             configuration: configuration,
-            transport: HTTPTransport(connectionsPerNode: configuration.connectionsPerNode),
+            transport: HTTPTransport(connectionsPerNode: configuration.connectionsPerNode, token: configuration.token),
             clock: ContinuousClock(),
             logger: logger,
             metricsFactory: metricsFactory

@@ -27,6 +27,8 @@ public struct StampClientConfiguration: Sendable {
     public var connectionsPerNode: Int
     /// How calls made while others are in flight are sent together; `nil` sends every call as its own request.
     public var coalescing: Coalescing?
+    /// The nodes' bearer token, sent as `Authorization: Bearer <token>` with every request; `nil` (the default) sends none.
+    public var token: String?
 
     /// Makes a configuration; every value not given is the default.
     public init(
@@ -41,7 +43,8 @@ public struct StampClientConfiguration: Sendable {
         discoveryInterval: Duration? = .seconds(10),
         prefetch: Prefetch? = nil,
         connectionsPerNode: Int = 8,
-        coalescing: Coalescing? = Coalescing()
+        coalescing: Coalescing? = Coalescing(),
+        token: String? = nil
     ) {
         self.nodes = nodes
         self.attemptTimeout = attemptTimeout
@@ -55,6 +58,7 @@ public struct StampClientConfiguration: Sendable {
         self.prefetch = prefetch
         self.connectionsPerNode = connectionsPerNode
         self.coalescing = coalescing
+        self.token = token
     }
 
     /// Request coalescing: while a shard has `requestsInFlight` requests out, further calls for it wait

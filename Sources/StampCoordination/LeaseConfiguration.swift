@@ -11,12 +11,18 @@ public struct LeaseConfiguration: Sendable, Hashable {
     public var reservationWindow: Duration
     /// Pause after a failed claim or renewal before the next attempt (default 500 ms).
     public var retryInterval: Duration
+    /// How far the node's wall clock may be from the store's, measured at every claim and renewal,
+    /// before the node stops issuing (default 250 ms). Keep it well under the maximum lead: a node
+    /// ahead persists reservations that far ahead, which the next owner of its node ID waits for, and
+    /// its IDs become floors that other nodes refuse once they are more than the maximum lead ahead.
+    public var maxClockSkew: Duration
 
-    public init(ttl: Duration = .seconds(10), margin: Duration = .seconds(2), reservationWindow: Duration = .seconds(3), retryInterval: Duration = .milliseconds(500)) {
+    public init(ttl: Duration = .seconds(10), margin: Duration = .seconds(2), reservationWindow: Duration = .seconds(3), retryInterval: Duration = .milliseconds(500), maxClockSkew: Duration = .milliseconds(250)) {
         self.ttl = ttl
         self.margin = margin
         self.reservationWindow = reservationWindow
         self.retryInterval = retryInterval
+        self.maxClockSkew = maxClockSkew
     }
 
     /// How often a held lease is renewed: a third of the TTL.
@@ -35,5 +41,6 @@ public struct LeaseConfiguration: Sendable, Hashable {
         guard retryInterval > .zero, retryInterval < issuingPeriod else {
             throw CoordinationError(.invalidConfiguration, "retry interval must be above 0 and below TTL minus margin")
         }
+        guard maxClockSkew > .zero else { throw CoordinationError(.invalidConfiguration, "maximum clock skew must be above 0") }
     }
 }

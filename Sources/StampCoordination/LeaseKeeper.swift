@@ -9,7 +9,9 @@ import StampCore
 /// The rules, from DESIGN.md: claim a node ID; persist a reservation before issuing and extend it
 /// ahead of need; renew every `ttl/3`; count the lease as valid for `ttl - margin` from the moment
 /// the last successful claim or renewal was *sent*; after that, or when the store says another
-/// process owns the node ID, stop issuing and claim again.
+/// process owns the node ID, stop issuing and claim again. While the node's wall clock is further
+/// from the store's than `maxClockSkew` (measured at each claim and renewal), issue nothing and
+/// persist no reservation made from that clock; keep renewing, and resume once it is back.
 public struct LeaseKeeper<Instant: InstantProtocol>: Sendable where Instant.Duration == Duration, Instant: Sendable {
     /// What the shell should do next.
     public enum Action: Sendable, Equatable {
@@ -30,6 +32,9 @@ public struct LeaseKeeper<Instant: InstantProtocol>: Sendable where Instant.Dura
     public private(set) var reservedUntilUnixMilliseconds: Int64 = 0
     /// Until when the lease may be used for issuing, on the monotonic clock.
     public private(set) var validUntil: Instant?
+    /// How far the node's wall clock was from the store's at the last measurement, in milliseconds:
+    /// positive when the node's runs ahead, 0 when none was measured or none could be told apart.
+    public private(set) var clockSkewMilliseconds: Int64 = 0
 
     public let configuration: LeaseConfiguration
     private var confirmedAt: Instant?
@@ -39,11 +44,16 @@ public struct LeaseKeeper<Instant: InstantProtocol>: Sendable where Instant.Dura
         self.configuration = configuration
     }
 
-    /// Whether IDs may be issued at `now`: a lease is held, confirmed recently enough, and a
-    /// reservation above the floor has been persisted.
+    /// Whether IDs may be issued at `now`: a lease is held, confirmed recently enough, a
+    /// reservation above the floor has been persisted, and the clock skew is within its bound.
     public func canIssue(at now: Instant) -> Bool {
         guard lease != nil, let validUntil else { return false }
-        return now < validUntil && reservedUntilUnixMilliseconds > floorUnixMilliseconds
+        return now < validUntil && reservedUntilUnixMilliseconds > floorUnixMilliseconds && !isClockSkewed
+    }
+
+    /// Whether the last measured clock skew is beyond ``LeaseConfiguration/maxClockSkew``.
+    public var isClockSkewed: Bool {
+        abs(clockSkewMilliseconds) > configuration.maxClockSkew.wholeMilliseconds
     }
 
     /// Decides the next step at monotonic `now`, given the node's logical time in Unix milliseconds
@@ -58,10 +68,15 @@ public struct LeaseKeeper<Instant: InstantProtocol>: Sendable where Instant.Dura
         }
         guard let lease, let confirmedAt, let validUntil else { return .claim }
 
+        let renewalDue = confirmedAt.advanced(by: configuration.renewInterval)
+        if isClockSkewed {
+            // Keep the lease and measure again at each renewal, but persist nothing from this clock.
+            if now >= renewalDue { return .renew(node: lease.node, reservedUntilUnixMilliseconds: reservedUntilUnixMilliseconds) }
+            return .wait(until: min(renewalDue, validUntil))
+        }
         let window = configuration.reservationWindow.wholeMilliseconds
         let base = max(logicalUnixMilliseconds, floorUnixMilliseconds)
         let headroom = reservedUntilUnixMilliseconds - base
-        let renewalDue = confirmedAt.advanced(by: configuration.renewInterval)
         if now >= renewalDue || headroom <= window / 2 {
             return .renew(node: lease.node, reservedUntilUnixMilliseconds: base + window)
         }
@@ -89,6 +104,20 @@ public struct LeaseKeeper<Instant: InstantProtocol>: Sendable where Instant.Dura
         self.lease = lease
         reservedUntilUnixMilliseconds = max(reservedUntilUnixMilliseconds, lease.reservedUntilUnixMilliseconds)
         confirm(sentAt: sentAt)
+    }
+
+    /// A claim or renewal measured the node's wall clock `milliseconds` from the store's (positive: ahead).
+    public mutating func clockSkewMeasured(_ milliseconds: Int64) {
+        clockSkewMilliseconds = milliseconds
+    }
+
+    /// The skew of a wall clock that read `wallBefore` and `wallAfter` around a store call answered at
+    /// `storeUnixMilliseconds` on the store's clock: how far the store's time lies outside the
+    /// readings, positive when the wall clock runs ahead, 0 when it lies between them.
+    public static func clockSkew(storeUnixMilliseconds: Int64, wallBefore: Int64, wallAfter: Int64) -> Int64 {
+        if storeUnixMilliseconds < wallBefore { return wallBefore - storeUnixMilliseconds }
+        if storeUnixMilliseconds > wallAfter { return wallAfter - storeUnixMilliseconds }
+        return 0
     }
 
     /// A renewal could not reach the store; keep the lease until it runs out and retry.

@@ -32,7 +32,7 @@ public func buildApplication(configuration: GeneratorNodeServerConfiguration, me
     let store = try configuration.store.makeCoordinationStore(logger: logger)
     let listening = ListeningAddress()
     let node = GeneratorNode(configuration: configuration.node, store: store, clock: ContinuousClock(), logger: logger, listening: listening)
-    var application = buildApplication(node: node, server: configuration.server, metrics: metrics, shards: shards, listening: listening, logger: logger)
+    var application = buildApplication(node: node, server: configuration.server, metrics: metrics, shards: shards, token: configuration.token, listening: listening, logger: logger)
     // Shut down in reverse: the shard map source, then the node (releasing its lease), then the store.
     application.addServices([StoreService(store: store), node] + shardMapServices)
     return application
@@ -49,6 +49,7 @@ public func buildApplication(configuration: GeneratorNodeServerConfiguration, me
 ///   - wallClock: Wall time, for validating IDs at `/v1/ids/{id}`.
 ///   - shards: Whether the shard map lists a shard; IDs for other shards are refused.
 ///     `nil` serves every shard of the layout.
+///   - token: The bearer token every request but health and metrics must carry; `nil` for none.
 ///   - listening: Told where the server listens once it does; give the node the same one.
 ///   - logger: The server's logger.
 public func buildApplication<C: Clock<Duration>>(
@@ -57,12 +58,14 @@ public func buildApplication<C: Clock<Duration>>(
     metrics: (@Sendable () -> String)? = nil,
     wallClock: any WallClock = SystemWallClock(),
     shards: ShardCheck? = nil,
+    token: NodeToken? = nil,
     listening: ListeningAddress? = nil,
     logger: Logger
 ) -> Application<RouterResponder<BasicRequestContext>> {
     let router = Router(context: BasicRequestContext.self)
     router.add(middleware: ProblemMiddleware(allowedMethods: GeneratorPaths.allowedMethods))
     router.add(middleware: RequestMetricsMiddleware())
+    if let token { router.add(middleware: NodeTokenMiddleware(token: token)) }
     router.add(middleware: BodyLimitMiddleware(maxBodySize: server.maxBodySize))
     IDRoutes(node: node, wallClock: wallClock, shards: shards).add(to: router)
     OperationalRoutes(
@@ -81,7 +84,7 @@ public func buildApplication<C: Clock<Duration>>(
     ).add(to: router)
 
     // Single-ID requests are the node's hot path: answered in the channel pipeline, not the router.
-    let eventLoopRoutes: [any EventLoopRoute] = [IssueRoute(node: node, shards: shards)]
+    let eventLoopRoutes: [any EventLoopRoute] = [IssueRoute(node: node, shards: shards, token: token)]
     return server.application(router: router, eventLoopRoutes: eventLoopRoutes, serverName: "stamp", listening: listening, logger: logger)
 }
 

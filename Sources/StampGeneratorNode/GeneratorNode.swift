@@ -72,7 +72,7 @@ public final class GeneratorNode<C: Clock<Duration>>: Service, Sendable where C.
     func prepare() async throws {
         let layout = configuration.layout
         try layout.checkLifetime(at: wallClock.unixMilliseconds(), minimumLifetimeMilliseconds: configuration.minimumLifetime.wholeMilliseconds)
-        try configuration.lease.validate()
+        try configuration.validate()
         try await store.prepare(layout: layout)
         state.withLock { $0.storeReady = true }
         logger.info("coordination store ready", metadata: ["stamp.layout": "\(layout)"])
@@ -98,7 +98,10 @@ public final class GeneratorNode<C: Clock<Duration>>: Service, Sendable where C.
             await renew(node: node, reservedUntilUnixMilliseconds: reservedUntil)
             return nil
         case .wait(let until):
-            return until
+            // While the first IDs wait for the wall clock (above a floor ahead of it), wake when they can
+            // be issued, so that readiness and the "issuing IDs" line follow at once.
+            let excessLead = state.withLock { $0.generator?.statistics.leadMilliseconds ?? 0 } - configuration.maxLeadMilliseconds
+            return excessLead > 0 ? min(until, clock.now.advanced(by: .milliseconds(excessLead))) : until
         }
     }
 
@@ -114,6 +117,7 @@ public final class GeneratorNode<C: Clock<Duration>>: Service, Sendable where C.
             address = nil
         }
         let sentAt = clock.now
+        let wallBefore = wallClock.unixMilliseconds()
         do {
             guard let lease = try await store.claim(owner: owner, address: address, ttl: configuration.lease.ttl, nodeCount: configuration.layout.nodeCount) else {
                 state.withLock { $0.keeper.claimFailed(at: clock.now) }
@@ -121,8 +125,26 @@ public final class GeneratorNode<C: Clock<Duration>>: Service, Sendable where C.
                 logger.warning("every node ID is held; retrying", metadata: ["stamp.node_count": "\(configuration.layout.nodeCount)"])
                 return
             }
+            let wallAfter = wallClock.unixMilliseconds()
             let generator = try IDGenerator(layout: configuration.layout, node: lease.node, maxLeadMilliseconds: configuration.maxLeadMilliseconds, wallClock: wallClock)
-            let floor = lease.reservedUntilUnixMilliseconds - configuration.layout.epochUnixMilliseconds
+            let floorUnixMilliseconds: Int64
+            if lease.reservedUntilUnixMilliseconds > 0 {
+                floorUnixMilliseconds = lease.reservedUntilUnixMilliseconds
+            } else {
+                // No reservation: a new or wiped store. The previous owner of this node ID, such as this
+                // process before a restart, may have issued IDs up to the maximum lead ahead of its clock,
+                // which was within the skew bound (below the maximum lead) of the store's. The claim time
+                // is the store's, so that a skewed clock here sets no floor far ahead. The generator borrows
+                // up to the maximum lead, so a floor of the claim time plus twice the lead makes the first ID
+                // wait until the wall clock has passed the claim time plus the lead.
+                let claimedAt = lease.expiresAtUnixMilliseconds - configuration.lease.ttl.wholeMilliseconds
+                floorUnixMilliseconds = claimedAt + 2 * configuration.maxLeadMilliseconds + 1
+                logger.notice("the node ID has no stored reservation; issuing waits until the wall clock passes the claim time plus the maximum lead", metadata: [
+                    "stamp.node_id": "\(lease.node)",
+                    "stamp.issuing_from": "\(RFC3339.format(unixMilliseconds: claimedAt + configuration.maxLeadMilliseconds + 1))",
+                ])
+            }
+            let floor = floorUnixMilliseconds - configuration.layout.epochUnixMilliseconds
             generator.withState { generatorState in
                 generatorState.advance(toTimeAtLeast: floor)
                 generatorState.timeLimit = floor
@@ -132,11 +154,12 @@ public final class GeneratorNode<C: Clock<Duration>>: Service, Sendable where C.
                 state.generator = generator
                 state.reportedBackwardSteps = 0
             }
+            measureClockSkew(against: lease, wallBefore: wallBefore, wallAfter: wallAfter)
             metrics.claims["ok"]?.increment()
             metrics.leaseHeld.record(1)
             logger.info("claimed node ID", metadata: [
                 "stamp.node_id": "\(lease.node)",
-                "stamp.floor": "\(RFC3339.format(unixMilliseconds: lease.reservedUntilUnixMilliseconds))",
+                "stamp.floor": "\(RFC3339.format(unixMilliseconds: floorUnixMilliseconds))",
             ])
         } catch {
             state.withLock { $0.keeper.claimFailed(at: clock.now) }
@@ -147,13 +170,16 @@ public final class GeneratorNode<C: Clock<Duration>>: Service, Sendable where C.
 
     private func renew(node: Int, reservedUntilUnixMilliseconds: Int64) async {
         let sentAt = clock.now
+        let wallBefore = wallClock.unixMilliseconds()
         do {
             if let lease = try await store.renew(node: node, owner: owner, ttl: configuration.lease.ttl, reservedUntilUnixMilliseconds: reservedUntilUnixMilliseconds) {
+                let wallAfter = wallClock.unixMilliseconds()
                 state.withLock { state in
                     state.keeper.renewSucceeded(lease, sentAt: sentAt)
                     let limit = state.keeper.reservedUntilUnixMilliseconds - configuration.layout.epochUnixMilliseconds
                     state.generator?.withState { $0.timeLimit = limit }
                 }
+                measureClockSkew(against: lease, wallBefore: wallBefore, wallAfter: wallAfter)
                 metrics.renewals["ok"]?.increment()
                 logger.trace("renewed lease", metadata: ["stamp.node_id": "\(node)", "stamp.reserved_until": "\(reservedUntilUnixMilliseconds)"])
             } else {
@@ -172,13 +198,37 @@ public final class GeneratorNode<C: Clock<Duration>>: Service, Sendable where C.
         }
     }
 
-    /// Logs "issuing IDs" once each time the node becomes able to issue (lease held and reservation
-    /// confirmed): the sign an operator, or a test that started the process, waits for.
+    /// Compares the wall clock, read at `wallBefore` and `wallAfter` around the store call that
+    /// returned `lease`, with the store's clock at that call; tells the lease keeper, records the
+    /// metric, and logs when the skew goes beyond its bound or comes back within it.
+    private func measureClockSkew(against lease: NodeLease, wallBefore: Int64, wallAfter: Int64) {
+        let storeNow = lease.expiresAtUnixMilliseconds - configuration.lease.ttl.wholeMilliseconds
+        let skew = LeaseKeeper<C.Instant>.clockSkew(storeUnixMilliseconds: storeNow, wallBefore: wallBefore, wallAfter: wallAfter)
+        let (wasSkewed, isSkewed) = state.withLock { state in
+            let wasSkewed = state.keeper.isClockSkewed
+            state.keeper.clockSkewMeasured(skew)
+            return (wasSkewed, state.keeper.isClockSkewed)
+        }
+        metrics.clockSkew.record(skew)
+        let metadata: Logger.Metadata = [
+            "stamp.node_id": "\(lease.node)",
+            "stamp.clock_skew_ms": "\(skew)",
+            "stamp.max_clock_skew_ms": "\(configuration.lease.maxClockSkew.wholeMilliseconds)",
+        ]
+        if isSkewed, !wasSkewed {
+            logger.error("the wall clock differs from the coordination store's beyond the bound; stopped issuing until it is back", metadata: metadata)
+        } else if wasSkewed, !isSkewed {
+            logger.notice("the wall clock is back within the bound of the coordination store's", metadata: metadata)
+        }
+    }
+
+    /// Logs "issuing IDs" once each time the node becomes ready (see ``readiness()``): the sign an
+    /// operator, or a test that started the process, waits for.
     private func announceIssuing() {
         let node = state.withLock { state -> Int? in
-            let canIssue = state.generator != nil && state.keeper.canIssue(at: clock.now)
-            defer { state.announcedIssuing = canIssue }
-            return canIssue && !state.announcedIssuing ? state.keeper.lease?.node : nil
+            let isReady = readiness(state).isReady
+            defer { state.announcedIssuing = isReady }
+            return isReady && !state.announcedIssuing ? state.keeper.lease?.node : nil
         }
         if let node { logger.notice("issuing IDs", metadata: ["stamp.node_id": "\(node)"]) }
     }
@@ -212,38 +262,57 @@ public final class GeneratorNode<C: Clock<Duration>>: Service, Sendable where C.
     ///
     /// Throws ``IssueRefusal`` when the lease is not held, or the generator's ``GeneratorError``.
     public func issue(shard: Int, count: Int, after: StampID?) throws -> IssuedIDs {
-        // Only the lease check needs the node's lock. The generator, which has its own, issues outside
-        // it: its time limit is the persisted reservation, which a later owner of the node ID starts
-        // above, so an issue that races with losing the lease still cannot collide.
-        let now = clock.now
-        guard let generator = state.withLock({ $0.keeper.canIssue(at: now) ? $0.generator : nil }) else {
-            metrics.refusals["lease-not-held"]?.increment()
-            throw IssueRefusal(retryAfterMilliseconds: configuration.lease.retryInterval.wholeMilliseconds)
+        // Only the lease checks need the node's lock. The generator, which has its own, issues outside it.
+        guard let generator = state.withLock({ $0.keeper.canIssue(at: clock.now) ? $0.generator : nil }) else {
+            throw refusal()
         }
+        var issued: IssuedIDs?
         do {
-            var issued: IssuedIDs?
             try generator.next(shard: shard, count: count, after: after) { issued = $0 }
-            metrics.issuedByShard[shard].increment(by: count)
-            return issued!
         } catch {
             metrics.refusals[error.code.rawValue]?.increment()
             throw error
         }
+        // Validity is checked again where the IDs were taken: a request preempted after the first check
+        // could otherwise hand out IDs taken after the lease's deadline, or from the generator of a lease
+        // since lost, below the IDs that the generator of a new claim of the node ID has issued. The
+        // clock is read after the generator took the IDs, so they were taken while the lease was valid;
+        // refused ones are gaps.
+        let now = clock.now
+        guard state.withLock({ $0.generator === generator && $0.keeper.canIssue(at: now) }) else {
+            throw refusal()
+        }
+        metrics.issuedByShard[shard].increment(by: count)
+        return issued!
+    }
+
+    /// Counts a refusal for want of a valid lease or of a clock within the skew bound, and returns it.
+    private func refusal() -> IssueRefusal {
+        let skewed = state.withLock { $0.keeper.lease != nil && $0.keeper.isClockSkewed }
+        let reason: IssueRefusal.Reason = skewed ? .clockSkewed : .leaseNotHeld
+        metrics.refusals[reason.rawValue]?.increment()
+        return IssueRefusal(reason: reason, retryAfterMilliseconds: configuration.lease.retryInterval.wholeMilliseconds)
     }
 
     /// Whether the node can issue now, and if not, why.
     public func readiness() -> Readiness {
-        state.withLock { state in
-            guard state.storeReady else { return Readiness(isReady: false, reason: "coordination store not prepared", node: nil) }
-            guard state.keeper.canIssue(at: clock.now), let generator = state.generator else {
-                return Readiness(isReady: false, reason: state.keeper.lease == nil ? "no node ID held" : "lease or reservation not confirmed", node: state.keeper.lease?.node)
-            }
-            let lead = generator.statistics.leadMilliseconds
-            guard lead <= configuration.maxLeadMilliseconds else {
-                return Readiness(isReady: false, reason: "wall clock is \(lead) ms behind logical time, beyond the maximum lead of \(configuration.maxLeadMilliseconds) ms", node: generator.node)
-            }
-            return Readiness(isReady: true, reason: nil, node: generator.node)
+        state.withLock { readiness($0) }
+    }
+
+    private func readiness(_ state: State) -> Readiness {
+        guard state.storeReady else { return Readiness(isReady: false, reason: "coordination store not prepared", node: nil) }
+        if state.keeper.lease != nil, state.keeper.isClockSkewed {
+            let skew = state.keeper.clockSkewMilliseconds
+            return Readiness(isReady: false, reason: "wall clock is \(abs(skew)) ms \(skew > 0 ? "ahead of" : "behind") the coordination store's, beyond the bound of \(configuration.lease.maxClockSkew.wholeMilliseconds) ms", node: state.keeper.lease?.node)
         }
+        guard state.keeper.canIssue(at: clock.now), let generator = state.generator else {
+            return Readiness(isReady: false, reason: state.keeper.lease == nil ? "no node ID held" : "lease or reservation not confirmed", node: state.keeper.lease?.node)
+        }
+        let lead = generator.statistics.leadMilliseconds
+        guard lead <= configuration.maxLeadMilliseconds else {
+            return Readiness(isReady: false, reason: "wall clock is \(lead) ms behind logical time, beyond the maximum lead of \(configuration.maxLeadMilliseconds) ms", node: generator.node)
+        }
+        return Readiness(isReady: true, reason: nil, node: generator.node)
     }
 
     /// The node ID held now, if any.
@@ -284,8 +353,24 @@ public struct Readiness: Sendable, Equatable {
     public let node: Int?
 }
 
-/// The node holds no valid lease, so it issues nothing; clients go to another node.
+/// The node holds no valid lease, or its clock is too far from the store's, so it issues nothing;
+/// clients go to another node.
 public struct IssueRefusal: Error, Sendable {
+    /// Why the node cannot issue.
+    public enum Reason: String, Sendable {
+        case leaseNotHeld = "lease-not-held"
+        case clockSkewed = "clock-skewed"
+    }
+
+    public let reason: Reason
     /// When to try again, in milliseconds.
     public let retryAfterMilliseconds: Int64
+
+    /// Why, safe to show.
+    public var message: String {
+        switch reason {
+        case .leaseNotHeld: "this node holds no valid lease"
+        case .clockSkewed: "this node's wall clock is too far from the coordination store's"
+        }
+    }
 }

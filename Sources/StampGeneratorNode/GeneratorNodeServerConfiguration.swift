@@ -14,16 +14,21 @@ public struct GeneratorNodeServerConfiguration: Sendable {
     /// A shard map file; when given, IDs are issued only for the shards it lists, and the file is
     /// re-read as it changes (default none: every shard of the layout).
     public var shardMapPath: String?
+    /// The bearer token every request but `/health/*` and `/metrics` must carry (default none:
+    /// the API is open to anyone who can reach it).
+    public var token: NodeToken?
 
     public init(
         server: HTTPServerConfiguration = HTTPServerConfiguration(port: 7400),
         store: DatabaseLocation = .sqlite(path: ".stamp/coordination.sqlite"),
         node: NodeConfiguration = NodeConfiguration(),
-        shardMapPath: String? = nil
+        shardMapPath: String? = nil,
+        token: NodeToken? = nil
     ) {
         self.server = server
         self.store = store
         self.node = node
         self.shardMapPath = shardMapPath
+        self.token = token
     }
 }

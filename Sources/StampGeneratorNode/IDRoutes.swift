@@ -28,7 +28,8 @@ struct IDRoutes<C: Clock<Duration>>: Sendable where C.Instant: Sendable {
     let shards: ShardCheck?
 
     func add(to router: Router<BasicRequestContext>) {
-        let issuing = IssueRoute(node: node, shards: shards)
+        // The router's middleware checks the token on this path.
+        let issuing = IssueRoute(node: node, shards: shards, token: nil)
         router.get("/v1/ids") { request, _ in try await issuing.respond(to: request) }
         router.get("/v1/ids/:id") { _, context in try decode(context.parameters.get("id") ?? "") }
         router.get("/v1/cluster") { _, _ in try await cluster() }
@@ -72,6 +73,8 @@ struct IDRoutes<C: Clock<Duration>>: Sendable where C.Instant: Sendable {
 struct IssueRoute<C: Clock<Duration>>: EventLoopRoute where C.Instant: Sendable {
     let node: GeneratorNode<C>
     let shards: ShardCheck?
+    /// The token requests answered on the event loop must carry; `nil` for none.
+    let token: NodeToken?
 
     /// The representations `GET /v1/ids` can answer with.
     enum Representation {
@@ -95,6 +98,9 @@ struct IssueRoute<C: Clock<Duration>>: EventLoopRoute where C.Instant: Sendable 
     }
 
     func answer(_ request: HTTPRequest, body: ByteBuffer, eventLoop: any EventLoop) -> EventLoopAnswer {
+        if let token, !token.admits(path: Substring(label), authorization: request.headerFields[.authorization]) {
+            return .now(NodeToken.refusal.directResponse)
+        }
         do throws(Problem) {
             let parameters = try parse(URI(request.path ?? "").queryParameters, accept: request.headerFields[.accept])
             // A shard the map in memory does not list needs the file read again: the router waits for that.
@@ -142,7 +148,7 @@ struct IssueRoute<C: Clock<Duration>>: EventLoopRoute where C.Instant: Sendable 
                 throw Problem.unavailable("refused: \(error.message)", retryAfterMilliseconds: error.retryAfterMilliseconds)
             }
         } catch let refusal as IssueRefusal {
-            throw Problem.unavailable("refused: this node holds no valid lease", retryAfterMilliseconds: refusal.retryAfterMilliseconds)
+            throw Problem.unavailable("refused: \(refusal.message)", retryAfterMilliseconds: refusal.retryAfterMilliseconds)
         } catch {
             throw Problem(.internalError, status: .internalServerError, detail: "internal error")
         }

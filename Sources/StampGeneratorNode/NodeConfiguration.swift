@@ -32,4 +32,12 @@ public struct NodeConfiguration: Sendable {
         self.maxCount = maxCount
         self.minimumLifetime = minimumLifetime
     }
+
+    /// Checks the lease durations, and that the clock skew bound is below the maximum lead.
+    public func validate() throws(CoordinationError) {
+        try lease.validate()
+        guard lease.maxClockSkew.wholeMilliseconds < maxLeadMilliseconds else {
+            throw CoordinationError(.invalidConfiguration, "maximum clock skew must be below the maximum lead, so that a node's IDs stay acceptable floors for the others")
+        }
+    }
 }

@@ -4,6 +4,8 @@ import Synchronization
 
 /// A coordination store in memory, with the same behaviour as the real backends, for tests of
 /// nodes and servers. Its clock is a ``ManualWallClock``; tests can make it fail on purpose.
+///
+/// The coordination store suite runs against it as against SQLite and PostgreSQL.
 public final class InMemoryCoordinationStore: CoordinationStore {
     private struct Row {
         var owner: String?
@@ -20,6 +22,7 @@ public final class InMemoryCoordinationStore: CoordinationStore {
     }
 
     private let state = Mutex(State())
+    private let closing = AsyncStream<Never>.makeStream()
     /// The store's clock, which judges lease expiry.
     public let clock: ManualWallClock
 
@@ -42,8 +45,9 @@ public final class InMemoryCoordinationStore: CoordinationStore {
         }
     }
 
+    /// Waits until the store is closed or the task is cancelled.
     public func run() async throws {
-        try await ManualClock.waitForCancellation()
+        for await _ in closing.stream {}
     }
 
     public func prepare(layout: IDLayout) async throws(CoordinationError) {
@@ -57,7 +61,7 @@ public final class InMemoryCoordinationStore: CoordinationStore {
 
     public func claim(owner: String, address: String?, ttl: Duration, nodeCount: Int) async throws(CoordinationError) -> NodeLease? {
         try operate { state, now in
-            guard let node = (0..<nodeCount).first(where: { (state.rows[$0]?.expiresAt ?? 0) <= now }) else { return nil }
+            guard let node = (0..<nodeCount).first(where: { state.rows[$0].map { $0.owner == nil || $0.expiresAt <= now } ?? true }) else { return nil }
             var row = state.rows[node] ?? Row()
             row.owner = owner
             row.address = address
@@ -80,6 +84,8 @@ public final class InMemoryCoordinationStore: CoordinationStore {
     public func release(node: Int, owner: String) async throws(CoordinationError) {
         try operate { state, now in
             guard var row = state.rows[node], row.owner == owner else { return }
+            row.owner = nil
+            row.address = nil
             row.expiresAt = min(row.expiresAt, now)
             state.rows[node] = row
         }
@@ -87,13 +93,15 @@ public final class InMemoryCoordinationStore: CoordinationStore {
 
     public func liveLeases() async throws(CoordinationError) -> [NodeLease] {
         try operate { state, now in
-            state.rows.filter { $0.value.expiresAt > now }.sorted { $0.key < $1.key }.map { node, row in
+            state.rows.filter { $0.value.owner != nil && $0.value.expiresAt > now }.sorted { $0.key < $1.key }.map { node, row in
                 NodeLease(node: node, owner: row.owner ?? "", address: row.address, expiresAtUnixMilliseconds: row.expiresAt, reservedUntilUnixMilliseconds: row.reservedUntil)
             }
         }
     }
 
-    public func close() async {}
+    public func close() async {
+        closing.continuation.finish()
+    }
 
     private func operate<Result>(_ body: (inout State, Int64) throws(CoordinationError) -> Result) throws(CoordinationError) -> Result {
         let now = clock.unixMilliseconds()

@@ -29,9 +29,10 @@ struct AuditServe: AsyncParsableCommand {
         Secrets come from the environment only, so that they never show in process lists: \
         STAMP_AUDIT_DATA_KEY (base64 of 32 random bytes: the AES-256-GCM key sealing before/after values; \
         `stamp audit key` prints a new one), STAMP_AUDIT_WRITER_TOKEN and STAMP_AUDIT_READER_TOKEN (bearer tokens, \
-        16 characters or more); the passwords of PostgreSQL shards from PGPASSWORD or a password file (PGPASSFILE, \
-        else ~/.pgpass), never from the shard map, whose postgres:// locations may set sslmode=disable, require or \
-        verify-full (with sslrootcert=CA.pem). Other options can also be set in the environment variable named after them.
+        16 characters or more), STAMP_TOKEN (the generator nodes' bearer token, when they have one); the passwords \
+        of PostgreSQL shards from PGPASSWORD or a password file (PGPASSFILE, else ~/.pgpass), never from the shard map, \
+        whose postgres:// locations may set sslmode=disable, require or verify-full (with sslrootcert=CA.pem). Other \
+        options can also be set in the environment variable named after them.
         """
     )
 
@@ -108,6 +109,7 @@ struct AuditServe: AsyncParsableCommand {
         do {
             configuration.service.sealer = try ValueSealer(base64Key: key)
             configuration.tokens = try AuditTokens(writer: writer, reader: reader)
+            configuration.generatorToken = options.environment["STAMP_TOKEN"]
         } catch {
             throw ValidationError(error.message)
         }

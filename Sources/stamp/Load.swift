@@ -49,6 +49,7 @@ struct Load: AsyncParsableCommand {
 
     func run() async throws {
         var client = StampClientConfiguration(nodes: nodes.urls, discoveryInterval: try DurationText.parse(discoveryInterval, name: "--discovery-interval"))
+        client.token = try nodes.token()
         if prefetch > 0 { client.prefetch = StampClientConfiguration.Prefetch(capacity: prefetch) }
         client.coalescing = requestsInFlight > 0 ? StampClientConfiguration.Coalescing(requestsInFlight: requestsInFlight) : nil
         let configuration = LoadConfiguration(client: client, rate: rate, duration: try DurationText.parse(duration, name: "--duration"), clients: clients, shard: shard)

@@ -29,7 +29,7 @@ struct Next: AsyncParsableCommand {
 
     func run() async throws {
         let logger = ClientLogging.logger(level: .warning)
-        let client = StampIDClient(configuration: StampClientConfiguration(nodes: nodes.urls, discoveryInterval: nil), logger: logger)
+        let client = StampIDClient(configuration: StampClientConfiguration(nodes: nodes.urls, discoveryInterval: nil, token: try nodes.token()), logger: logger)
         let ids: [StampID]
         do {
             ids = try await client.nextIDs(shard: shard, count: count)
@@ -50,6 +50,14 @@ struct NodesOption: ParsableArguments {
 
     @Option(help: ArgumentHelp("Comma-separated base URLs of generator nodes.", valueName: "urls"))
     var nodes: String = "http://\(defaultNode.host):\(defaultNode.port)"
+
+    @Option(help: ArgumentHelp("File holding the nodes' bearer token; the token itself may come in STAMP_TOKEN instead. [env: STAMP_TOKEN_FILE] (default: none)", valueName: "path"))
+    var tokenFile: String?
+
+    /// The nodes' bearer token, from the token file or `STAMP_TOKEN`.
+    func token() throws -> String? {
+        try OptionValues().secret(file: tokenFile, fileVariable: "STAMP_TOKEN_FILE", variable: "STAMP_TOKEN")
+    }
 
     /// The URLs, trimmed, without empty entries.
     var urls: [String] {

@@ -57,6 +57,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: ArgumentHelp("How far logical time may run ahead of the wall clock. [env: STAMP_MAX_LEAD] (default: \(DurationText.format(.milliseconds(defaults.node.maxLeadMilliseconds))))", valueName: "duration"))
     var maxLead: String?
 
+    @Option(help: ArgumentHelp("Stop issuing while the wall clock is further than this from the coordination store's, measured at every claim and renewal; it must be below --max-lead. [env: STAMP_MAX_CLOCK_SKEW] (default: \(DurationText.format(defaults.node.lease.maxClockSkew)))", valueName: "duration"))
+    var maxClockSkew: String?
+
     @Option(help: ArgumentHelp("Largest count of one request. [env: STAMP_MAX_COUNT] (default: \(defaults.node.maxCount))", valueName: "n"))
     var maxCount: Int?
 
@@ -68,6 +71,9 @@ struct Serve: AsyncParsableCommand {
 
     @Option(help: ArgumentHelp("Shard map file; when given, IDs are issued only for shards it lists, and the file is re-read as it changes. [env: STAMP_SHARD_MAP] (default: every shard of the layout)", valueName: "path"))
     var shardMap: String?
+
+    @Option(help: ArgumentHelp("File holding the bearer token (16+ characters) that every request but /health/* and /metrics must carry; the token itself may come in STAMP_TOKEN instead, never on the command line. [env: STAMP_TOKEN_FILE] (default: no token, an open API)", valueName: "path"))
+    var tokenFile: String?
 
     @Option(help: ArgumentHelp("trace, debug, info, notice, warning, error or critical. [env: STAMP_LOG_LEVEL] (default: \(ServerObservability.defaultLevel))", valueName: "level"))
     var logLevel: String?
@@ -104,18 +110,23 @@ struct Serve: AsyncParsableCommand {
         if let margin = try duration(leaseMargin, "STAMP_LEASE_MARGIN", "--lease-margin") { configuration.node.lease.margin = margin }
         if let window = try duration(reservationWindow, "STAMP_RESERVATION_WINDOW", "--reservation-window") { configuration.node.lease.reservationWindow = window }
         if let retry = try duration(retryInterval, "STAMP_RETRY_INTERVAL", "--retry-interval") { configuration.node.lease.retryInterval = retry }
+        if let skew = try duration(maxClockSkew, "STAMP_MAX_CLOCK_SKEW", "--max-clock-skew") { configuration.node.lease.maxClockSkew = skew }
+        if let lead = try duration(maxLead, "STAMP_MAX_LEAD", "--max-lead") { configuration.node.maxLeadMilliseconds = lead.wholeMilliseconds }
         do {
-            try configuration.node.lease.validate()
+            try configuration.node.validate()
         } catch {
             throw ValidationError(error.message)
         }
-        if let lead = try duration(maxLead, "STAMP_MAX_LEAD", "--max-lead") { configuration.node.maxLeadMilliseconds = lead.wholeMilliseconds }
         if let count = try options.integer(maxCount, "STAMP_MAX_COUNT", option: "--max-count", range: 1...IDGenerator.maxBatch) { configuration.node.maxCount = count }
         if let days = try options.integer(minLifetimeDays, "STAMP_MIN_LIFETIME_DAYS", option: "--min-lifetime-days", range: 0...Int(Int64.max / Self.secondsPerDay)) {
             configuration.node.minimumLifetime = .seconds(Int64(days) * Self.secondsPerDay)
         }
         configuration.node.advertisedAddress = options.text(advertise, "STAMP_ADVERTISE")
         configuration.shardMapPath = options.text(shardMap, "STAMP_SHARD_MAP")
+        if let text = try options.secret(file: tokenFile, fileVariable: "STAMP_TOKEN_FILE", variable: "STAMP_TOKEN") {
+            guard let token = NodeToken(text) else { throw ValidationError("the token must be at least \(NodeToken.minimumLength) characters long") }
+            configuration.token = token
+        }
         let level = try OptionValues.logLevel(options.text(logLevel, "STAMP_LOG_LEVEL") ?? ServerObservability.defaultLevel.rawValue)
         return (configuration, level)
     }

@@ -13,6 +13,16 @@ struct OptionValues {
         flag ?? environment[variable]
     }
 
+    /// A secret from the file the flag (else `fileVariable`) names, else from `variable`; trailing
+    /// newlines of a file are dropped. Secrets never come from the command line itself.
+    func secret(file flag: String?, fileVariable: String, variable: String) throws -> String? {
+        if let path = text(flag, fileVariable) {
+            guard let contents = try? String(contentsOfFile: path, encoding: .utf8) else { throw ValidationError("cannot read the file \(path)") }
+            return String(contents.reversed().drop { $0.isNewline }.reversed())
+        }
+        return environment[variable]
+    }
+
     /// The flag's number, else the variable's; either must lie in `range`.
     func integer(_ flag: Int?, _ variable: String, option: String, range: ClosedRange<Int>) throws -> Int? {
         let number = try flag ?? environment[variable].map { text in

@@ -4,7 +4,14 @@ import StampTesting
 import Synchronization
 
 /// A transport whose nodes behave as a test says, recording every call.
+///
+/// Each fake node issues from its own counter, standing for its own clock and sequence: it moves
+/// above `after` when asked, as a real node does, and otherwise knows nothing of the others. Node
+/// `http://b` runs behind the rest by default, so that order across a failover holds only while the
+/// client sends `after`.
 final class FakeTransport: StampTransport {
+    /// Where a node's counter starts unless ``init(counterStarts:)`` says otherwise.
+    static let defaultCounterStart: Int64 = 1000
     /// What a node does with a request.
     enum Behavior: Sendable {
         case issue
@@ -29,7 +36,8 @@ final class FakeTransport: StampTransport {
     private struct State {
         var behaviors: [String: Behavior] = [:]
         var calls: [Call] = []
-        var next: Int64 = 1000
+        /// The next ID of each node that has issued.
+        var next: [String: Int64] = [:]
         var cluster: [String] = []
         var callWatchers: [(count: Int, continuation: CheckedContinuation<Void, Never>)] = []
         var gateOpen = false
@@ -37,6 +45,13 @@ final class FakeTransport: StampTransport {
     }
 
     private let state = Mutex(State())
+    private let counterStarts: [String: Int64]
+
+    /// - Parameter counterStarts: The first ID of the nodes whose counter does not start at
+    ///   ``defaultCounterStart``; by default node `http://b`, whose counter starts at 1.
+    init(counterStarts: [String: Int64] = ["http://b": 1]) {
+        self.counterStarts = counterStarts
+    }
 
     func set(_ node: String, _ behavior: Behavior) {
         state.withLock { $0.behaviors[node] = behavior }
@@ -80,7 +95,7 @@ final class FakeTransport: StampTransport {
         watchers.forEach { $0.resume() }
         switch behavior {
         case .issue:
-            return issue(count: count, after: after)
+            return issue(node: node, count: count, after: after)
         case .gated:
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                 let open = state.withLock { state in
@@ -89,12 +104,12 @@ final class FakeTransport: StampTransport {
                 }
                 if open { continuation.resume() }
             }
-            return issue(count: count, after: after)
+            return issue(node: node, count: count, after: after)
         case .fail(let failure):
             throw failure
         case .refuseAfterAbove(let limit):
             if let after, after > limit { throw TransportFailure(.afterTooFarAhead, detail: "after is too far ahead") }
-            return issue(count: count, after: after)
+            return issue(node: node, count: count, after: after)
         case .answer(let ids):
             return ids
         case .hang:
@@ -103,12 +118,12 @@ final class FakeTransport: StampTransport {
         }
     }
 
-    /// `count` new IDs, all above `after`.
-    private func issue(count: Int, after: StampID?) -> [StampID] {
+    /// `count` new IDs from `node`'s counter, all above `after`.
+    private func issue(node: String, count: Int, after: StampID?) -> [StampID] {
         state.withLock { state in
-            state.next = max(state.next, (after?.rawValue ?? 0) + 1)
-            defer { state.next += Int64(count) }
-            return (0..<Int64(count)).map { StampID(rawValue: state.next + $0)! }
+            let next = max(state.next[node] ?? counterStarts[node] ?? Self.defaultCounterStart, (after?.rawValue ?? 0) + 1)
+            state.next[node] = next + Int64(count)
+            return (0..<Int64(count)).map { StampID(rawValue: next + $0)! }
         }
     }
 

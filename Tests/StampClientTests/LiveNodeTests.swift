@@ -21,13 +21,17 @@ struct LiveNode {
     /// Starts a node on `store` on a free port, runs `body` while it serves, then stops it.
     ///
     /// With a proxy, the node advertises the proxy's address and the proxy forwards to the node.
-    static func with<T: Sendable>(store: InMemoryCoordinationStore, advertisedThrough proxy: FaultProxy? = nil, _ body: @escaping @Sendable (LiveNode) async throws -> T) async throws -> T {
+    /// With a token, the node's API needs it.
+    static func with<T: Sendable>(store: InMemoryCoordinationStore, advertisedThrough proxy: FaultProxy? = nil, token: NodeToken? = nil, _ body: @escaping @Sendable (LiveNode) async throws -> T) async throws -> T {
         let configuration = NodeConfiguration(advertisedAddress: proxy?.url)
-        let node = GeneratorNode(configuration: configuration, store: store, clock: ManualClock(), wallClock: ManualWallClock(unixMilliseconds: 1_767_225_600_000), logger: quiet)
+        let wallClock = ManualWallClock(unixMilliseconds: 1_767_225_600_000)
+        let node = GeneratorNode(configuration: configuration, store: store, clock: ManualClock(), wallClock: wallClock, logger: quiet)
         try await node.prepare()
         _ = await node.step()
         _ = await node.step()
-        let application = buildApplication(node: node, server: HTTPServerConfiguration(host: "127.0.0.1", port: 0), logger: quiet)
+        // A node ID the store held no reservation for starts above claim time + 2 × maximum lead.
+        wallClock.advance(milliseconds: 2 * configuration.maxLeadMilliseconds + 1)
+        let application = buildApplication(node: node, server: HTTPServerConfiguration(host: "127.0.0.1", port: 0), token: token, logger: quiet)
         return try await application.test(.live) { client in
             proxy?.set(upstreamPort: client.port!)
             return try await body(LiveNode(node: node, port: client.port!))
@@ -176,6 +180,21 @@ struct LiveNodeTests {
             #expect(error?.attempts.first?.failure.status == 400)
             #expect(client.statistics.attempts == 1)
             await client.shutdown()
+        }
+    }
+
+    @Test func theClientSendsTheNodesToken() async throws {
+        let text = "a token of sixteen or more"
+        try await LiveNode.with(store: InMemoryCoordinationStore(), token: NodeToken(text)) { node in
+            let url = "http://127.0.0.1:\(node.port)"
+            let client = StampIDClient(configuration: StampClientConfiguration(nodes: [url], discoveryInterval: nil, token: text), logger: LiveNode.quiet)
+            _ = try await client.nextID()
+            await client.shutdown()
+            let stranger = StampIDClient(configuration: StampClientConfiguration(nodes: [url], discoveryInterval: nil), logger: LiveNode.quiet)
+            let error = await #expect(throws: StampClientError.self) { try await stranger.nextID() }
+            #expect(error?.code == .invalidRequest)
+            #expect(error?.attempts.first?.failure.status == 401)
+            await stranger.shutdown()
         }
     }
 

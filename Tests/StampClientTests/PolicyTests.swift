@@ -51,6 +51,24 @@ struct PolicyTests {
         #expect(client.statistics.retries == 1)
     }
 
+    /// Node b's counter runs behind the others' (see ``FakeTransport``): the IDs ascend across
+    /// nodes and across a failover to it only because every attempt asks above the last ID returned.
+    @Test func idsAscendAcrossAFailoverToANodeBehind() async throws {
+        let transport = FakeTransport()
+        let clock = ManualClock()
+        let client = Self.client(transport, clock: clock)
+        var ids: [StampID] = []
+        for _ in Self.nodes { ids.append(try await client.nextID()) }
+        transport.set("http://a", .fail(TransportFailure(.connection, detail: "reset")))
+        async let failedOver = client.nextID()
+        await Self.waitForRetryDelay(client, clock: clock)
+        clock.advance(by: .seconds(1))
+        ids.append(try await failedOver)
+        #expect(transport.calls.map(\.node) == ["http://a", "http://b", "http://c", "http://a", "http://b"])
+        #expect(client.statistics.failovers == 1)
+        #expect(zip(ids, ids.dropFirst()).allSatisfy { $0 < $1 }, "IDs out of order: \(ids)")
+    }
+
     @Test func retriesThreeTimesOneSecondApartThenFails() async throws {
         let transport = FakeTransport()
         for node in Self.nodes { transport.set(node, .fail(TransportFailure(.unavailable, status: 503, detail: "refused"))) }

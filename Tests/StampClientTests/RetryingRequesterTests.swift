@@ -9,12 +9,12 @@ import Testing
 /// ledger it asks above in the test's hands.
 @Suite("Client retrying requester")
 struct RetryingRequesterTests {
-    static func requester(_ transport: FakeTransport, clock: ManualClock, nodes: [String] = PolicyTests.nodes, maximumRetries: Int = 3, ledger: Locked<ShardLedger> = Locked(ShardLedger()), metrics: TestMetrics = TestMetrics(), counters: StatisticsCounters = StatisticsCounters()) -> RetryingRequester<ManualClock> {
+    static func requester(_ transport: FakeTransport, clock: ManualClock, nodes: [String] = PolicyTests.nodes, table: Locked<NodeTable<ManualClock.Instant>>? = nil, maximumRetries: Int = 3, ledger: Locked<ShardLedger> = Locked(ShardLedger()), metrics: TestMetrics = TestMetrics(), counters: StatisticsCounters = StatisticsCounters()) -> RetryingRequester<ManualClock> {
         RetryingRequester(
             configuration: StampClientConfiguration(nodes: nodes, maximumRetries: maximumRetries, discoveryInterval: nil),
             transport: transport,
             clock: clock,
-            nodes: Locked(NodeTable(addresses: nodes, coolDown: .seconds(2))),
+            nodes: table ?? Locked(NodeTable(addresses: nodes, coolDown: .seconds(2))),
             ledger: ledger,
             logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }),
             metrics: ClientMetrics(factory: metrics),
@@ -89,6 +89,22 @@ struct RetryingRequesterTests {
         #expect(error?.code == .cancelled)
         #expect(error?.attempts.map(\.node) == ["http://a"])
         #expect(transport.calls.count == 1, "no attempt after the cancelled delay")
+    }
+
+    @Test func aCallCancelledByItsCallerLeavesTheNodeHealthy() async throws {
+        let transport = FakeTransport()
+        transport.set("http://a", .hang)
+        let clock = ManualClock()
+        let table = Locked(NodeTable<ManualClock.Instant>(addresses: PolicyTests.nodes, coolDown: .seconds(2)))
+        let requester = Self.requester(transport, clock: clock, table: table)
+        let task = Task { () async throws(StampClientError) -> [StampID] in try await requester.request(shard: 0, count: 1, above: nil) }
+        await transport.waitForCalls(1)
+        task.cancel()
+        let error = await #expect(throws: StampClientError.self) { try await task.value }
+        #expect(error?.code == .cancelled)
+        #expect(table.withLock { $0.health(of: "http://a") } == .healthy, "the caller gave up; the node did not fail")
+        #expect(table.withLock { $0.nodes.map(\.inFlight) } == [0, 0, 0])
+        #expect(transport.calls.map(\.node) == ["http://a"])
     }
 }
 

@@ -18,14 +18,18 @@ import Foundation
 enum StoreBackend: Sendable, CustomTestStringConvertible {
     case sqlite
     case postgres
+    /// The test support store that node and server tests run on, held to the same behaviour.
+    case inMemory
 
-    /// The backends this run can test: SQLite always, PostgreSQL when `STAMP_TEST_POSTGRES_URL` names a server.
-    static let testable: [StoreBackend] = TestPostgresServer.environment == nil ? [.sqlite] : [.sqlite, .postgres]
+    /// The backends this run can test: SQLite and the in-memory store always, PostgreSQL when
+    /// `STAMP_TEST_POSTGRES_URL` names a server.
+    static let testable: [StoreBackend] = TestPostgresServer.environment == nil ? [.sqlite, .inMemory] : [.sqlite, .postgres, .inMemory]
 
     var testDescription: String {
         switch self {
         case .sqlite: "SQLite"
         case .postgres: "PostgreSQL"
+        case .inMemory: "in memory"
         }
     }
 }
@@ -36,7 +40,7 @@ let silentLogger = Logger(label: "stamp.tests", factory: { _ in SwiftLogNoOpLogH
 /// Runs `body` with `count` running stores of `backend` that share one fresh database.
 ///
 /// The stores judge time on `clock`, or on their default clock (the system's for SQLite, the
-/// server's for PostgreSQL) when it is `nil`. Each store is prepared with `layout` unless it is `nil`.
+/// server's for PostgreSQL, one set to the system's time for the in-memory store) when it is `nil`. Each store is prepared with `layout` unless it is `nil`.
 func withStores(
     _ backend: StoreBackend,
     count: Int = 1,
@@ -67,6 +71,10 @@ func withStores(
             }
             try await running(stores, preparing: layout, body)
         }
+    case .inMemory:
+        let store = InMemoryCoordinationStore(clock: clock ?? ManualWallClock(unixMilliseconds: SystemWallClock().unixMilliseconds()))
+        // One store that every caller shares, as a database is shared: it runs and closes once.
+        try await running([store], preparing: layout) { _ in try await body(Array(repeating: store, count: count)) }
     }
 }
 

@@ -1,4 +1,5 @@
 import Dispatch
+import Foundation
 import StampCore
 import StampTesting
 import Synchronization
@@ -258,5 +259,85 @@ struct GeneratorTests {
         #expect(duplicates == 0)
         #expect(orderViolations == 0)
         #expect(generator.statistics.issued == UInt64(threads * perThread))
+    }
+
+    /// Three threads draw while a fourth moves the wall clock forwards and backwards, raises the time
+    /// limit (as renewals raise the reservation) and changes the maximum lead: no duplicates, each
+    /// thread's IDs rise, and no ID reaches the limit in force when it was drawn.
+    @Test(arguments: [1 as UInt64, 2, 3])
+    func drawsStayUniqueOrderedAndBelowTheLimitWhileClockAndLimitsChange(seed: UInt64) throws {
+        let layout = try IDLayout(parsing: "time=41,sequence=6,shard=8,node=8,epoch=2025-01-01T00:00:00Z")
+        let wallClock = ManualWallClock(unixMilliseconds: Self.start)
+        let generator = try IDGenerator(layout: layout, node: 3, maxLeadMilliseconds: 3, wallClock: wallClock)
+        let epochTime = Self.start - layout.epochUnixMilliseconds
+        // Raised here before the generator, so that a drawer reading it after a draw never sees less
+        // than the limit that draw was decided under.
+        let limit = Atomic<Int64>(epochTime + 2)
+        generator.withState { $0.timeLimit = epochTime + 2 }
+        let moving = Atomic(true)
+        let attempts = Atomic(0)
+        let drawers = 3
+        let results = Mutex<[[(id: StampID, limit: Int64)]]>(Array(repeating: [], count: drawers))
+        // A thread each, all at once: the drawers run until the mover is done, so none may wait for a free worker.
+        Self.onThreadsOfTheirOwn(drawers + 1) { thread in
+            if thread == drawers {
+                var random = SeededRandom(seed: seed)
+                var wall = Self.start
+                for step in 0..<5_000 {
+                    // Each change waits for the drawers to have tried about once each since the last.
+                    while attempts.load(ordering: .relaxed) < step * drawers { sched_yield() }
+                    switch Int.random(in: 0..<100, using: &random) {
+                    case 0..<30: wall += Int64.random(in: 1...3, using: &random)
+                    case 30..<40: wall -= Int64.random(in: 1...5, using: &random)
+                    case 40..<60:
+                        let raised = max(limit.load(ordering: .relaxed), wall - layout.epochUnixMilliseconds + Int64.random(in: -1...6, using: &random))
+                        limit.store(raised, ordering: .sequentiallyConsistent)
+                        generator.withState { $0.timeLimit = raised }
+                    case 60..<65:
+                        let lead = Int64.random(in: 0...4, using: &random)
+                        generator.withState { $0.maxLeadMilliseconds = lead }
+                    default: break
+                    }
+                    wallClock.set(unixMilliseconds: wall)
+                }
+                moving.store(false, ordering: .sequentiallyConsistent)
+                return
+            }
+            var drawn: [(id: StampID, limit: Int64)] = []
+            var draws = 0
+            while moving.load(ordering: .sequentiallyConsistent) {
+                draws += 1
+                attempts.add(1, ordering: .relaxed)
+                let count = [1, 1, 2, 5][draws % 4]
+                guard let ids = try? generator.next(shard: thread, count: count) else { continue }
+                let limitAfter = limit.load(ordering: .sequentiallyConsistent)
+                drawn.append(contentsOf: ids.map { ($0, limitAfter) })
+            }
+            results.withLock { $0[thread] = drawn }
+        }
+        let perThread = results.withLock { $0 }
+        var orderViolations = 0, atOrPastLimit = 0
+        for drawn in perThread {
+            orderViolations += zip(drawn, drawn.dropFirst()).filter { $0.id >= $1.id }.count
+            atOrPastLimit += drawn.filter { $0.id.fields(in: layout).unixMilliseconds - layout.epochUnixMilliseconds >= $0.limit }.count
+        }
+        let all = perThread.flatMap { $0.map(\.id) }
+        #expect(all.count > 1000, "the drawers must get IDs for the test to mean anything")
+        #expect(Set(all).count == all.count, "duplicates")
+        #expect(orderViolations == 0)
+        #expect(atOrPastLimit == 0)
+        #expect(generator.statistics.issued == UInt64(all.count))
+    }
+
+    /// Runs `body(0)` to `body(count - 1)` each on a thread of its own, and returns when all have returned.
+    static func onThreadsOfTheirOwn(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
+        let finished = DispatchSemaphore(value: 0)
+        for index in 0..<count {
+            Thread {
+                body(index)
+                finished.signal()
+            }.start()
+        }
+        for _ in 0..<count { finished.wait() }
     }
 }

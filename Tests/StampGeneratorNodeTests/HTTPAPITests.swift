@@ -15,11 +15,11 @@ struct HTTPAPITests {
     /// Runs `body` against the application of a node that holds a lease, twice: through the router
     /// alone (Hummingbird's router test mode), then over a live connection, where `GET /v1/ids` is
     /// answered in the channel pipeline.
-    func withApplication(claimed: Bool = true, shards: ShardCheck? = nil, _ body: @Sendable (any TestClientProtocol, NodeFixture) async throws -> Void) async throws {
+    func withApplication(claimed: Bool = true, shards: ShardCheck? = nil, token: NodeToken? = nil, _ body: @Sendable (any TestClientProtocol, NodeFixture) async throws -> Void) async throws {
         for setup in [TestingSetup.router, .live] {
             let fixture = NodeFixture()
             if claimed { try await fixture.start() } else { try await fixture.node.prepare() }
-            let application = buildApplication(node: fixture.node, server: HTTPServerConfiguration(port: 0), metrics: { "stamp_test_metric 1\n" }, wallClock: fixture.wallClock, shards: shards, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+            let application = buildApplication(node: fixture.node, server: HTTPServerConfiguration(port: 0), metrics: { "stamp_test_metric 1\n" }, wallClock: fixture.wallClock, shards: shards, token: token, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
             try await application.test(setup) { client in
                 try await body(client, fixture)
             }
@@ -63,6 +63,28 @@ struct HTTPAPITests {
             try await client.execute(uri: "/v1/ids", method: .get) { response in
                 let body = try JSONDecoder().decode(IDsBody.self, from: Data(buffer: response.body))
                 #expect(body.ids.count == 1)
+            }
+        }
+    }
+
+    /// With a token, every path but health and metrics needs it: `GET /v1/ids` on the event loop
+    /// (the live run) as through the router.
+    @Test func aTokenGuardsEverythingButHealthAndMetrics() async throws {
+        let text = "a token of sixteen or more"
+        try await withApplication(token: NodeToken(text)) { client, fixture in
+            for uri in ["/v1/ids", "/v1/ids?count=3", "/v1/cluster", "/v1/ids/1", "/openapi.yaml", "/nowhere"] {
+                for headers: HTTPFields in [[:], [.authorization: "Bearer another token of sixteen"], [.authorization: text]] {
+                    try await client.execute(uri: uri, method: .get, headers: headers) { response in
+                        try Self.expectProblem(response, status: .unauthorized, type: "unauthorized")
+                        #expect(response.headers[.wwwAuthenticate] == #"Bearer realm="stamp""#)
+                    }
+                }
+            }
+            #expect(fixture.counter("stamp_ids_issued_total", [("shard", "0")]) == 0, "a refused request issues no ID")
+            try await client.execute(uri: "/v1/ids?count=3", method: .get, headers: [.authorization: "Bearer \(text)"]) { #expect($0.status == .ok) }
+            try await client.execute(uri: "/v1/cluster", method: .get, headers: [.authorization: "bearer \(text)"]) { #expect($0.status == .ok) }
+            for uri in ["/health/live", "/health/ready", "/metrics"] {
+                try await client.execute(uri: uri, method: .get) { #expect($0.status == .ok, "\(uri)") }
             }
         }
     }

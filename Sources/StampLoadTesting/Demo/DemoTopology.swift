@@ -16,6 +16,8 @@ struct DemoTopology: Sendable {
     let logger: Logger
     let output: RunOutput
     let writerToken = "demo-writer-\(UUID().uuidString)"
+    /// The generator nodes' bearer token, which the audit servers and the demo's own ID client send.
+    let generatorToken = "demo-generator-\(UUID().uuidString)"
     let readerToken = "demo-reader-\(UUID().uuidString)"
 
     func run() async throws -> DemoOutcome {
@@ -51,7 +53,7 @@ struct DemoTopology: Sendable {
         try ShardMap.even(databases: databases.shards).write(to: mapPath)
 
         let generators = try await startServers(count: DemoConfiguration.generatorCount, name: "generator", http: http, logs: logs, ports: ports) { portFile in
-            (["serve", "--listen", "127.0.0.1:0", "--port-file", portFile, "--store", databases.coordination.text, "--shard-map", mapPath, "--log-level", level], [:])
+            (["serve", "--listen", "127.0.0.1:0", "--port-file", portFile, "--store", databases.coordination.text, "--shard-map", mapPath, "--log-level", level], ["STAMP_TOKEN": generatorToken])
         }
         let generatorURLs = generators.map(\.url)
         output.note("  generators:    \(generatorURLs.joined(separator: " ")) (coordination store: \(databases.kind))")
@@ -60,6 +62,7 @@ struct DemoTopology: Sendable {
             "STAMP_AUDIT_DATA_KEY": ValueSealer.generateKey(),
             "STAMP_AUDIT_WRITER_TOKEN": writerToken,
             "STAMP_AUDIT_READER_TOKEN": readerToken,
+            "STAMP_TOKEN": generatorToken,
         ]
         let auditServers = try await startServers(count: DemoConfiguration.auditServerCount, name: "audit", http: http, logs: logs, ports: ports) { portFile in
             (["audit", "serve", "--listen", "127.0.0.1:0", "--port-file", portFile, "--shard-map", mapPath, "--generators", generatorURLs.joined(separator: ","), "--log-level", level], secrets)
@@ -178,6 +181,7 @@ struct DemoTopology: Sendable {
         // An application server that is not the audit service: single-ID requests, the seed's policy, no prefetch.
         var idPolicy = StampClientConfiguration(nodes: servers.generators.map(\.url))
         idPolicy.coalescing = nil
+        idPolicy.token = generatorToken
         let ids = LoadClient(client: StampIDClient(configuration: idPolicy, logger: logger), ids: IDLedger(), calls: idCalls)
 
         let writeRate = Double(configuration.rate)
