@@ -238,15 +238,15 @@ struct AuditWriteRoute<C: Clock<Duration>>: EventLoopRoute {
         return user.utf8.contains(UInt8(ascii: "/")) ? nil : user
     }
 
-    func answer(_ request: HTTPRequest, body: ByteBuffer, eventLoop: any EventLoop) -> EventLoopAnswer {
+    func answer(_ request: EventLoopRequest, body: ByteBuffer, eventLoop: any EventLoop) -> EventLoopAnswer {
         let promise = eventLoop.makePromise(of: DirectResponse.self)
-        write(headers: request.headerFields, user: Self.user(inPath: request.pathWithoutQuery) ?? "", body: body) { promise.succeed($0) }
+        write(headers: request.headers, user: Self.user(inPath: request.path) ?? "", body: body) { promise.succeed($0) }
         return .later(promise.futureResult)
     }
 
     /// Checks a write request, records it, and calls `completion` with the answer: 201 with the
     /// stored event, or a problem.
-    func write(headers: HTTPFields, user rawUser: some StringProtocol, body: ByteBuffer, completion: @escaping @Sendable (DirectResponse) -> Void) {
+    func write(headers: some HeaderValues, user rawUser: some StringProtocol, body: ByteBuffer, completion: @escaping @Sendable (DirectResponse) -> Void) {
         let user: String, key: String, event: AuditEventInput
         do throws(Problem) {
             guard try tokens.role(authorization: headers[.authorization]) == .writer else {

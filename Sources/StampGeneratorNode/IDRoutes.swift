@@ -97,12 +97,12 @@ struct IssueRoute<C: Clock<Duration>>: EventLoopRoute where C.Instant: Sendable 
         method == .get && path == "/v1/ids"
     }
 
-    func answer(_ request: HTTPRequest, body: ByteBuffer, eventLoop: any EventLoop) -> EventLoopAnswer {
-        if let token, !token.admits(path: Substring(label), authorization: request.headerFields[.authorization]) {
+    func answer(_ request: EventLoopRequest, body: ByteBuffer, eventLoop: any EventLoop) -> EventLoopAnswer {
+        if let token, !token.admits(path: Substring(label), authorization: request.headers[.authorization]) {
             return .now(NodeToken.refusal.directResponse)
         }
         do throws(Problem) {
-            let parameters = try parse(URI(request.path ?? "").queryParameters, accept: request.headerFields[.accept])
+            let parameters = try parse(URI(request.target).queryParameters, accept: request.headers[.accept])
             // A shard the map in memory does not list needs the file read again: the router waits for that.
             if let shards, !shards.known(parameters.shard) { return .passOn }
             return .now(try issue(parameters))

@@ -1,8 +1,10 @@
 import Hummingbird
 import NIOCore
+import NIOHTTP1
 
 /// A route answered on the connection's event loop, ahead of Hummingbird's router: no task, no
-/// router, no middleware between the parsed request and its answer.
+/// router, no middleware and no conversion to swift-http-types between the request NIO parsed and
+/// its answer.
 ///
 /// A server lists its hot routes (``HTTPServerConfiguration/application(router:eventLoopRoutes:serverName:listening:logger:)``);
 /// every request no route matches, or that a route passes on, reaches the router unchanged. The
@@ -18,7 +20,7 @@ public protocol EventLoopRoute: Sendable {
     func matches(method: HTTPRequest.Method, path: Substring) -> Bool
 
     /// The answer to `request`, whose whole body is `body`; called on `eventLoop`, the connection's.
-    func answer(_ request: HTTPRequest, body: ByteBuffer, eventLoop: any EventLoop) -> EventLoopAnswer
+    func answer(_ request: EventLoopRequest, body: ByteBuffer, eventLoop: any EventLoop) -> EventLoopAnswer
 }
 
 /// What an ``EventLoopRoute`` does with a request.
@@ -51,14 +53,50 @@ public struct DirectResponse: Sendable {
     }
 }
 
-extension HTTPRequest {
-    /// The path of the request target, without its query (empty when the request has no path).
-    public var pathWithoutQuery: Substring {
-        let target = path ?? ""
-        guard let question = target.utf8.firstIndex(of: UInt8(ascii: "?")) else { return target[...] }
-        return target[..<question]
+/// A request as an ``EventLoopRoute`` sees it: the head NIO's HTTP/1 decoder parsed, read in place.
+public struct EventLoopRequest: Sendable {
+    /// The head as parsed, which a request passed on to the router keeps unchanged.
+    let head: HTTPRequestHead
+    /// The path of the request target, without its query.
+    public let path: Substring
+
+    init(head: HTTPRequestHead) {
+        self.head = head
+        let target = head.uri
+        path = target.utf8.firstIndex(of: UInt8(ascii: "?")).map { target[..<$0] } ?? target[...]
+    }
+
+    /// The request target as sent: path and query.
+    public var target: String { head.uri }
+
+    /// The request's header fields.
+    public var headers: Headers { Headers(fields: head.headers) }
+
+    /// The header fields of an ``EventLoopRequest``.
+    public struct Headers: HeaderValues, Sendable {
+        let fields: HTTPHeaders
+
+        /// The value of the fields named `name` (compared ignoring case), joined with ", " when
+        /// there are several, as swift-http-types' `HTTPFields` answers; `nil` when there is none.
+        public subscript(_ name: HTTPFields.Element.Name) -> String? {
+            let wanted = name.canonicalName.utf8
+            var value: String?
+            for field in fields where field.name.utf8.count == wanted.count && zip(field.name.utf8, wanted).allSatisfy({ ($0 >= 65 && $0 <= 90 ? $0 | 0x20 : $0) == $1 }) {
+                value = value.map { "\($0), \(field.value)" } ?? field.value
+            }
+            return value
+        }
     }
 }
+
+/// Header values by name, from a router's request (`HTTPFields`) or an ``EventLoopRequest``, so
+/// that one function reads a request's headers on either path.
+public protocol HeaderValues {
+    /// The value of the fields named `name`, or `nil` when there is none.
+    subscript(_ name: HTTPFields.Element.Name) -> String? { get }
+}
+
+extension HTTPFields: HeaderValues {}
 
 extension Response {
     /// The same answer for Hummingbird's router.

@@ -16,8 +16,8 @@ struct EchoRoute: EventLoopRoute {
         path == "/echo" || path == "/later"
     }
 
-    func answer(_ request: HTTPRequest, body: ByteBuffer, eventLoop: any EventLoop) -> EventLoopAnswer {
-        let target = (request.path ?? "").split(separator: "?", maxSplits: 1)
+    func answer(_ request: EventLoopRequest, body: ByteBuffer, eventLoop: any EventLoop) -> EventLoopAnswer {
+        let target = request.target.split(separator: "?", maxSplits: 1)
         var query: [Substring: Substring] = [:]
         for pair in target.dropFirst().first?.split(separator: "&") ?? [] {
             let parts = pair.split(separator: "=", maxSplits: 1)
