@@ -322,7 +322,9 @@ struct GeneratorTests {
             atOrPastLimit += drawn.filter { $0.id.fields(in: layout).unixMilliseconds - layout.epochUnixMilliseconds >= $0.limit }.count
         }
         let all = perThread.flatMap { $0.map(\.id) }
-        #expect(all.count > 1000, "the drawers must get IDs for the test to mean anything")
+        // How many draws succeed depends on how the threads interleave (most are refused at the
+        // limit): on a loaded machine about a thousand, never none.
+        #expect(all.count > 100, "the drawers must get IDs for the test to mean anything")
         #expect(Set(all).count == all.count, "duplicates")
         #expect(orderViolations == 0)
         #expect(atOrPastLimit == 0)
