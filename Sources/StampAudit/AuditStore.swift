@@ -49,7 +49,9 @@ public protocol AuditStore: Sendable {
     /// row with that ID or a greater one, stored before the call or earlier in `rows` (the order
     /// check: a user's rows rise with the order they were written in); refused because another
     /// user's row has its ID; or, every row, refused because the shard has seen a newer map
-    /// (see ``recordMap(_:)``), checked in the same transaction. Returns only after the commit.
+    /// (see ``recordMap(_:)``), checked in the same transaction. The rows stored extend the
+    /// shard's hash chain (``AuditChain``), in the order given, in the same transaction. Returns
+    /// only after the commit.
     func insert(_ rows: [AuditRow], mapVersion: Int) async throws(AuditStoreError) -> [AuditInsertOutcome]
     /// Raises the shard map version the shard holds to `map`'s, unless it holds that version or a
     /// newer one already, and returns the one it holds afterwards. Once it returns, every insert
@@ -71,6 +73,16 @@ public protocol AuditStore: Sendable {
     /// Up to `limit` IDs of every user in ascending order, above `after` when given: for checks
     /// and exports that walk the whole shard.
     func ids(after: StampID?, limit: Int) async throws(AuditStoreError) -> [StampID]
+    /// The end of the shard's hash chain, as the shard's head row records it.
+    func chainHead() async throws(AuditStoreError) -> ChainHead
+    /// Up to `limit` rows in chain order, from the one after position `position` on.
+    func chainedRows(after position: Int64, limit: Int) async throws(AuditStoreError) -> [ChainedRow]
+    /// How many rows the shard holds, chained or not.
+    func rowCount() async throws(AuditStoreError) -> Int64
+    /// Keeps `checkpoint`, unless one of the same row count is kept already.
+    func recordCheckpoint(_ checkpoint: AuditCheckpoint) async throws(AuditStoreError)
+    /// Up to `limit` checkpoints, newest (most rows) first, of fewer than `rows` rows when given.
+    func checkpoints(below rows: Int64?, limit: Int) async throws(AuditStoreError) -> [AuditCheckpoint]
     /// Checks that the database answers.
     func ping() async throws(AuditStoreError)
     /// Closes connections; the store is unusable afterwards.

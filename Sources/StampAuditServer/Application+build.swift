@@ -34,6 +34,11 @@ public func buildAuditApplication(configuration: AuditServerConfiguration, metri
     let service = try AuditService(configuration: configuration.service, ids: client, clock: ContinuousClock(), logger: logger)
     var application = buildAuditApplication(service: service, tokens: tokens, server: configuration.server, metrics: metrics, logger: logger)
     application.addServices(service.shards, service.shardMap, client)
+    if configuration.service.checkpoints != nil {
+        application.addServices(CheckpointService(service: service))
+    } else {
+        logger.warning("no checkpoint signing key (STAMP_AUDIT_SIGNING_KEY): the shards' hash chains are kept, but no checkpoint is signed")
+    }
     logger.notice("audit server starting", metadata: [
         "stamp.listen": "\(configuration.server.host):\(configuration.server.port)", "stamp.shard_map.version": "\(service.shardMap.current.version)",
         "stamp.generators": "\(configuration.generators.joined(separator: ","))",

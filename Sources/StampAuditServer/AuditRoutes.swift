@@ -78,6 +78,7 @@ struct AuditRoutes<C: Clock<Duration>>: Sendable {
         router.get("/v1/users/:userId/events") { request, context in try await Self.answering { try await history(request, context: context) } }
         router.get("/v1/users/:userId/events/latest") { request, context in try await Self.answering { try await latest(request, context: context) } }
         router.get("/v1/events/:id") { request, context in try await Self.answering { try await event(request, context: context) } }
+        router.get("/v1/shards/:shardId/checkpoint") { request, context in try await Self.answering { try await checkpoint(request, context: context) } }
     }
 
     /// Runs a handler, turning the service's errors into problems.
@@ -97,6 +98,7 @@ struct AuditRoutes<C: Clock<Duration>>: Sendable {
         case let parts where parts.count == 3 && parts[0] == "v1" && parts[1] == "events" && !parts[2].isEmpty: return "GET"
         case let parts where parts.count == 4 && parts[0] == "v1" && parts[1] == "users" && !parts[2].isEmpty && parts[3] == "events": return "GET, POST"
         case let parts where parts.count == 5 && parts[0] == "v1" && parts[1] == "users" && !parts[2].isEmpty && parts[3] == "events" && parts[4] == "latest": return "GET"
+        case let parts where parts.count == 4 && parts[0] == "v1" && parts[1] == "shards" && !parts[2].isEmpty && parts[3] == "checkpoint": return "GET"
         default: return nil
         }
     }
@@ -156,6 +158,19 @@ struct AuditRoutes<C: Clock<Duration>>: Sendable {
             throw Problem(.notFound, status: .notFound, detail: "no event has ID \(id)")
         }
         return try Response.json(try render(row, values: role))
+    }
+
+    /// The newest signed checkpoint of a shard's hash chain; either token may read it (it holds no personal data).
+    func checkpoint(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        _ = try tokens.role(of: request)
+        let text = context.parameters.get("shardId") ?? ""
+        guard let shard = Int(text), service.shardMap.current.shards.contains(where: { $0.id == shard }) else {
+            throw Problem(.unknownShard, status: .notFound, detail: "the shard map has no shard \(text)")
+        }
+        guard let checkpoint = try await service.latestCheckpoint(shard: shard) else {
+            throw Problem(.notFound, status: .notFound, detail: "no checkpoint of shard \(shard) was signed yet")
+        }
+        return try Response.json(checkpoint)
     }
 
     /// One event as the API shows it; values only for readers.

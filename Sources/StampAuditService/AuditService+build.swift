@@ -43,7 +43,7 @@ extension AuditService {
         } catch {
             throw AuditServiceError(.invalidConfiguration, "the shard map \(path): \(error.message)", cause: error)
         }
-        self.init(layout: configuration.layout, shardMap: source, shards: shards, ids: ids, sealer: sealer, storeTimeout: configuration.storeTimeout, logger: logger, metricsFactory: metricsFactory)
+        self.init(layout: configuration.layout, shardMap: source, shards: shards, ids: ids, sealer: sealer, checkpoints: configuration.checkpoints, storeTimeout: configuration.storeTimeout, logger: logger, metricsFactory: metricsFactory)
     }
 
     /// Writes a one-shard map (an SQLite file beside it) when none exists, so a server starts on defaults.

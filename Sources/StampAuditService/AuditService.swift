@@ -38,6 +38,8 @@ public struct AuditService<C: Clock<Duration>>: Sendable {
     public let shards: ShardSet
     let ids: any AuditIDSource
     let sealer: ValueSealer
+    /// When and with which key checkpoints of the shards' chains are signed; `nil`: never.
+    let checkpoints: CheckpointPolicy?
     /// How long a read of a shard's database may take (commits are bounded by their committer).
     let storeTimeout: Duration
     /// How long readiness waits for a shard's answer.
@@ -46,7 +48,7 @@ public struct AuditService<C: Clock<Duration>>: Sendable {
     let metrics: AuditMetrics
 
     public init(
-        layout: IDLayout, shardMap: ShardMapSource<C>, shards: ShardSet, ids: any AuditIDSource, sealer: ValueSealer,
+        layout: IDLayout, shardMap: ShardMapSource<C>, shards: ShardSet, ids: any AuditIDSource, sealer: ValueSealer, checkpoints: CheckpointPolicy? = nil,
         storeTimeout: Duration = .seconds(5), readinessTimeout: Duration = .seconds(1), logger: Logger, metricsFactory: any MetricsFactory = MetricsSystem.factory
     ) {
         self.layout = layout
@@ -54,6 +56,7 @@ public struct AuditService<C: Clock<Duration>>: Sendable {
         self.shards = shards
         self.ids = ids
         self.sealer = sealer
+        self.checkpoints = checkpoints
         self.storeTimeout = storeTimeout
         self.readinessTimeout = readinessTimeout
         self.logger = logger
@@ -352,7 +355,7 @@ public struct AuditService<C: Clock<Duration>>: Sendable {
         return self.ids.isReachable ? nil : "no generator node is reachable"
     }
 
-    private func open(_ shard: Int) throws(AuditServiceError) -> ShardSet.OpenShard {
+    func open(_ shard: Int) throws(AuditServiceError) -> ShardSet.OpenShard {
         guard let open = shards.shard(shard) else {
             throw AuditServiceError(.shardNotOpen, "shard \(shard) is not open on this server yet")
         }
@@ -369,7 +372,7 @@ public struct AuditService<C: Clock<Duration>>: Sendable {
     }
 
     /// Runs a store read against the store timeout, turning its errors into the service's.
-    private func storeRead<T: Sendable>(_ body: @escaping @Sendable () async throws(AuditStoreError) -> T) async throws(AuditServiceError) -> T {
+    func storeRead<T: Sendable>(_ body: @escaping @Sendable () async throws(AuditStoreError) -> T) async throws(AuditServiceError) -> T {
         try await Self.storeCall { () async throws(AuditStoreError) in try await withDeadline(storeTimeout, on: shardMap.clock, body) }
     }
 

@@ -41,6 +41,9 @@ public struct AuditServiceConfiguration: Sendable {
     public var storeTimeout: Duration
     /// Seals personal-data values with the data key; the service refuses to start without one.
     public var sealer: ValueSealer?
+    /// When and with which key checkpoints of the shards' hash chains are signed (default none:
+    /// the chain is kept, but no checkpoint is signed).
+    public var checkpoints: CheckpointPolicy?
 
     /// The batch sizes a service accepts.
     public static let maxBatchRange = 1...1000

@@ -71,6 +71,11 @@ public final class ShardSet: Service, Sendable {
         (started, startedContinuation) = AsyncStream.makeStream(of: (any AuditStore).self, bufferingPolicy: .unbounded)
     }
 
+    /// The IDs of the open shards, ascending.
+    public var openShardIDs: [Int] {
+        shards.withLock { $0.keys.sorted() }
+    }
+
     /// The open shard `id`, if any.
     public func shard(_ id: Int) -> OpenShard? {
         shards.withLock { $0[id] }

@@ -12,8 +12,6 @@ import StampCore
 struct AuditInsertBatch {
     /// The columns an insert names, in the order the rows' values are bound.
     static let columns = "id, user_id, field, actor, reason, before_value, after_value, idempotency_key, request_digest"
-    /// How many values one row binds: one per column.
-    static let parametersPerRow = 9
 
     /// The rows the database decides on, in their order in the call.
     let sent: [AuditRow]
@@ -32,14 +30,6 @@ struct AuditInsertBatch {
             return nil
         }
         sent = zip(rows, settled).filter { $0.1 == nil }.map(\.0)
-    }
-
-    /// The rows to send in groups of at most as many rows as `parameterLimit` bound parameters allow.
-    func statements(parameterLimit: Int) -> [ArraySlice<AuditRow>] {
-        let rowsPerStatement = parameterLimit / Self.parametersPerRow
-        return stride(from: 0, to: sent.count, by: rowsPerStatement).map { start in
-            sent[start..<min(start + rowsPerStatement, sent.count)]
-        }
     }
 
     /// The outcome of every row of the call, given the database's outcome of each sent row, in order.

@@ -70,35 +70,73 @@ public final class PostgresAuditStore: AuditStore {
 
     public func insert(_ rows: [AuditRow], mapVersion: Int) async throws(AuditStoreError) -> [AuditInsertOutcome] {
         let batch = AuditInsertBatch(rows)
-        let statements = batch.statements(parameterLimit: Self.parameterLimit).map(Self.insertQuery)
-        guard !statements.isEmpty else { return batch.outcomes(ofSent: []) }
-        // One explicit transaction, so that an error at the commit (a deferred constraint, a
-        // serialization failure) fails the call instead of going unseen. Its first statement takes
-        // the shard map row in share mode: a map being recorded waits for this commit, and this
-        // transaction for that one, whose version it then reads.
-        let inserted = try await perform("insert rows") { () async throws -> Set<StampID>? in
-            try await client.withTransaction(logger: logger) { connection in
-                let held = try await Self.mapVersion(connection.query("SELECT version FROM stamp_audit_shard_map FOR SHARE", logger: logger))
-                guard held <= mapVersion else { return nil }
-                var inserted: Set<StampID> = []
-                for statement in statements {
-                    inserted.formUnion(try await Self.ids(in: connection.query(statement, logger: logger)))
+        guard !batch.sent.isEmpty else { return batch.outcomes(ofSent: []) }
+        // Most calls store every row they send, so the first try links them all into the chain
+        // at once. When the database refuses some, their links are wrong for the rows after
+        // them: that transaction is rolled back, and the second finds out first which rows go in.
+        if let decided = try await insert(batch, mapVersion: mapVersion, checkingFirst: false) {
+            return batch.outcomes(ofSent: decided)
+        }
+        guard let decided = try await insert(batch, mapVersion: mapVersion, checkingFirst: true) else {
+            throw AuditStoreError(.rejected, "the PostgreSQL store refused a row it had found free")
+        }
+        return batch.outcomes(ofSent: decided)
+    }
+
+    /// A rollback that says the rows must be sent again, checked first.
+    private struct SomeRowsRefused: Error {}
+
+    /// One transaction of an insert call; `nil` when, not `checkingFirst`, the database refused a row.
+    ///
+    /// One explicit transaction, so that an error at the commit (a deferred constraint, a
+    /// serialization failure) fails the call instead of going unseen. Its first statement takes
+    /// the shard map row in share mode: a map being recorded waits for this commit, and this
+    /// transaction for that one, whose version it then reads. Its second locks the chain's head
+    /// row, so the inserts of every server on this shard extend the chain one after another.
+    private func insert(_ batch: AuditInsertBatch, mapVersion: Int, checkingFirst: Bool) async throws(AuditStoreError) -> [AuditInsertOutcome]? {
+        let sent = batch.sent
+        return try await perform("insert rows") { () async throws -> [AuditInsertOutcome]? in
+            do {
+                return try await client.withTransaction(logger: logger) { connection in
+                    let held = try await Self.mapVersion(connection.query("SELECT version FROM stamp_audit_shard_map FOR SHARE", logger: logger))
+                    guard held <= mapVersion else { return Array(repeating: .staleMap(version: held), count: sent.count) }
+                    var head = try await Self.chainHead(connection.query("SELECT rows, head, last_id FROM stamp_audit_chain FOR UPDATE", logger: logger))
+                    var outcomes = Array(repeating: AuditInsertOutcome.stored, count: sent.count)
+                    if checkingFirst {
+                        let refused = try await Self.whyRefused(sent, connection: connection, logger: logger)
+                        for (index, row) in sent.enumerated() {
+                            if refused.takenKeys.contains(AuditInsertBatch.UserKey(row)) {
+                                outcomes[index] = .repeated
+                            } else if let latest = refused.latest[row.user], latest >= row.id {
+                                outcomes[index] = .belowLatest(latest)
+                            } else if refused.takenIDs.contains(row.id) {
+                                outcomes[index] = .idTaken
+                            }
+                        }
+                    }
+                    var links: [(row: AuditRow, position: Int64, hash: [UInt8])] = []
+                    for (row, outcome) in zip(sent, outcomes) where outcome == .stored {
+                        let link = AuditChain.extend(head, with: row)
+                        links.append((row, link.position, link.hash))
+                        head = link.head
+                    }
+                    var inserted = 0
+                    for statement in Self.insertQueries(links) {
+                        inserted += try await Self.ids(in: connection.query(statement, logger: logger)).count
+                    }
+                    guard inserted == links.count else { throw SomeRowsRefused() }
+                    if !links.isEmpty {
+                        try await connection.query(
+                            "UPDATE stamp_audit_chain SET rows = \(head.rows), head = \(ByteBuffer(bytes: head.hash)), last_id = \(head.lastID?.rawValue)",
+                            logger: logger
+                        )
+                    }
+                    return outcomes
                 }
-                return inserted
+            } catch let error as PostgresTransactionError where error.closureError is SomeRowsRefused {
+                return nil
             }
         }
-        guard let inserted else {
-            let held = try await storedMap().version
-            return batch.outcomes(ofSent: batch.sent.map { _ in .staleMap(version: held) })
-        }
-        let refused = try await whyRefused(batch.sent.filter { !inserted.contains($0.id) })
-        return try batch.outcomes(ofSent: batch.sent.map { row throws(AuditStoreError) in
-            if inserted.contains(row.id) { return .stored }
-            if refused.takenKeys.contains(AuditInsertBatch.UserKey(row)) { return .repeated }
-            if let latest = refused.latest[row.user], latest >= row.id { return .belowLatest(latest) }
-            if refused.takenIDs.contains(row.id) { return .idTaken }
-            throw AuditStoreError(.rejected, "the PostgreSQL store neither stored a row nor found why")
-        })
     }
 
     public func recordMap(_ map: StoredShardMap) async throws(AuditStoreError) -> StoredShardMap {
@@ -135,36 +173,117 @@ public final class PostgresAuditStore: AuditStore {
         return held
     }
 
-    /// For rows an insert did not store: which of their users' keys are taken, each of their
-    /// users' latest IDs, and which of their IDs other rows have. Rows are never removed, so what
-    /// made the insert refuse a row is still there.
-    private func whyRefused(_ rows: [AuditRow]) async throws(AuditStoreError) -> (takenKeys: Set<AuditInsertBatch.UserKey>, latest: [String: StampID], takenIDs: Set<StampID>) {
-        guard !rows.isEmpty else { return ([], [:], []) }
+    /// For rows about to be inserted, in the insert's transaction with the chain's head locked (so
+    /// no other insert runs meanwhile): which of their users' keys are taken, each of their users'
+    /// latest IDs, and which of their IDs other rows have.
+    private static func whyRefused(_ rows: [AuditRow], connection: PostgresConnection, logger: Logger) async throws -> (takenKeys: Set<AuditInsertBatch.UserKey>, latest: [String: StampID], takenIDs: Set<StampID>) {
         let users = rows.map(\.user)
         let keys = rows.map(\.idempotencyKey)
         let ids = rows.map(\.id.rawValue)
-        return try await perform("check refused rows") { () async throws -> (Set<AuditInsertBatch.UserKey>, [String: StampID], Set<StampID>) in
-            var taken: Set<AuditInsertBatch.UserKey> = []
-            let keyRows = try await client.query(
+        var taken: Set<AuditInsertBatch.UserKey> = []
+        let keyRows = try await connection.query(
+            """
+            SELECT user_id, idempotency_key FROM stamp_audit_events
+                WHERE (user_id, idempotency_key) IN (SELECT * FROM unnest(\(users)::text[], \(keys)::text[]))
+            """,
+            logger: logger
+        )
+        for try await (user, key) in keyRows.decode((String, String).self) {
+            taken.insert(AuditInsertBatch.UserKey(user: user, idempotencyKey: key))
+        }
+        var latest: [String: StampID] = [:]
+        let latestRows = try await connection.query(
+            "SELECT user_id, MAX(id) FROM stamp_audit_events WHERE user_id = ANY(\(Array(Set(users)))::text[]) GROUP BY user_id",
+            logger: logger
+        )
+        for try await (user, id) in latestRows.decode((String, Int64).self) {
+            latest[user] = try Self.id(id)
+        }
+        let takenIDs = Set(try await Self.ids(in: connection.query("SELECT id FROM stamp_audit_events WHERE id = ANY(\(ids)::bigint[])", logger: logger)))
+        return (taken, latest, takenIDs)
+    }
+
+    private static func chainHead(_ rows: PostgresRowSequence) async throws -> ChainHead {
+        var head = ChainHead.empty
+        for try await (count, hash, lastID) in rows.decode((Int64, ByteBuffer, Int64?).self) {
+            head = ChainHead(rows: count, hash: Array(hash.readableBytesView), lastID: try lastID.map(Self.id))
+        }
+        return head
+    }
+
+    public func chainHead() async throws(AuditStoreError) -> ChainHead {
+        try await perform("read the chain head") {
+            try await Self.chainHead(client.query("SELECT rows, head, last_id FROM stamp_audit_chain", logger: logger))
+        }
+    }
+
+    public func chainedRows(after position: Int64, limit: Int) async throws(AuditStoreError) -> [ChainedRow] {
+        guard limit > 0 else { return [] }
+        return try await perform("read chained rows") {
+            let rows = try await client.query(
                 """
-                SELECT user_id, idempotency_key FROM stamp_audit_events
-                    WHERE (user_id, idempotency_key) IN (SELECT * FROM unnest(\(users)::text[], \(keys)::text[]))
+                SELECT chain_position, chain_hash, \(unescaped: AuditInsertBatch.columns) FROM stamp_audit_events
+                    WHERE chain_position > \(position) ORDER BY chain_position LIMIT \(Int64(limit))
                 """,
                 logger: logger
             )
-            for try await (user, key) in keyRows.decode((String, String).self) {
-                taken.insert(AuditInsertBatch.UserKey(user: user, idempotencyKey: key))
+            var read: [ChainedRow] = []
+            for try await (position, hash, id, user, field, actor, reason, before, after, idempotencyKey, requestDigest) in rows.decode(
+                (Int64, ByteBuffer, Int64, String, String, String, String, ByteBuffer?, ByteBuffer?, String, ByteBuffer).self
+            ) {
+                let row = AuditRow(
+                    id: try Self.id(id), user: user, field: field, actor: actor, reason: reason,
+                    before: before.map { Array($0.readableBytesView) }, after: after.map { Array($0.readableBytesView) },
+                    idempotencyKey: idempotencyKey, requestDigest: Array(requestDigest.readableBytesView)
+                )
+                read.append(ChainedRow(position: position, hash: Array(hash.readableBytesView), row: row))
             }
-            var latest: [String: StampID] = [:]
-            let latestRows = try await client.query(
-                "SELECT user_id, MAX(id) FROM stamp_audit_events WHERE user_id = ANY(\(Array(Set(users)))::text[]) GROUP BY user_id",
+            return read
+        }
+    }
+
+    public func rowCount() async throws(AuditStoreError) -> Int64 {
+        try await perform("count rows") {
+            var count: Int64 = 0
+            for try await value in try await client.query("SELECT count(*) FROM stamp_audit_events", logger: logger).decode(Int64.self) {
+                count = value
+            }
+            return count
+        }
+    }
+
+    public func recordCheckpoint(_ checkpoint: AuditCheckpoint) async throws(AuditStoreError) {
+        try await perform("record a checkpoint") {
+            _ = try await client.query(
+                """
+                INSERT INTO stamp_audit_checkpoints (rows, shard, last_id, head, signed_at_ms, public_key, signature)
+                    VALUES (\(checkpoint.rows), \(Int64(checkpoint.shard)), \(checkpoint.lastID?.rawValue), \(ByteBuffer(bytes: checkpoint.head)),
+                        \(checkpoint.signedAtMilliseconds), \(ByteBuffer(bytes: checkpoint.publicKey)), \(ByteBuffer(bytes: checkpoint.signature)))
+                    ON CONFLICT DO NOTHING
+                """,
                 logger: logger
             )
-            for try await (user, id) in latestRows.decode((String, Int64).self) {
-                latest[user] = try Self.id(id)
+        }
+    }
+
+    public func checkpoints(below rows: Int64?, limit: Int) async throws(AuditStoreError) -> [AuditCheckpoint] {
+        guard limit > 0 else { return [] }
+        return try await perform("read checkpoints") {
+            let read = try await client.query(
+                """
+                SELECT rows, shard, last_id, head, signed_at_ms, public_key, signature FROM stamp_audit_checkpoints
+                    WHERE rows < \(rows ?? Int64.max) ORDER BY rows DESC LIMIT \(Int64(limit))
+                """,
+                logger: logger
+            )
+            var checkpoints: [AuditCheckpoint] = []
+            for try await (count, shard, lastID, head, signedAt, key, signature) in read.decode((Int64, Int64, Int64?, ByteBuffer, Int64, ByteBuffer, ByteBuffer).self) {
+                checkpoints.append(AuditCheckpoint(
+                    shard: Int(shard), rows: count, lastID: try lastID.map(Self.id), head: Array(head.readableBytesView), signedAtMilliseconds: signedAt,
+                    publicKey: Array(key.readableBytesView), signature: Array(signature.readableBytesView)
+                ))
             }
-            let takenIDs = Set(try await Self.ids(in: client.query("SELECT id FROM stamp_audit_events WHERE id = ANY(\(ids)::bigint[])", logger: logger)))
-            return (taken, latest, takenIDs)
+            return checkpoints
         }
     }
 
@@ -246,14 +365,59 @@ public final class PostgresAuditStore: AuditStore {
     /// The migration that creates the writer role and grants; the one skipped without the privilege.
     private static let writerRoleMigration = "0003-create-writer-role"
 
-    /// The PostgreSQL types of ``AuditInsertBatch/columns``, in order.
-    private static let columnTypes = ["bigint", "text", "text", "text", "text", "bytea", "bytea", "text", "bytea"]
+    /// The migration that adds the hash chain, after which the rows stored before it are chained.
+    private static let chainMigration = "0005-chain-rows"
 
-    private static func insertQuery(_ rows: ArraySlice<AuditRow>) -> PostgresQuery {
-        var bindings = PostgresBindings(capacity: rows.count * AuditInsertBatch.parametersPerRow)
+    /// Chains the rows stored before the chain existed, in ID order, with the trigger that
+    /// refuses updates set aside for it; then every row must have its place.
+    private static func chainStoredRows(_ connection: PostgresConnection, logger: Logger) async throws {
+        var head = ChainHead.empty
+        var links: [(id: Int64, position: Int64, hash: [UInt8])] = []
+        let rows = try await connection.query("SELECT \(unescaped: AuditInsertBatch.columns) FROM stamp_audit_events ORDER BY id", logger: logger)
+        for try await (id, user, field, actor, reason, before, after, idempotencyKey, requestDigest) in rows.decode(
+            (Int64, String, String, String, String, ByteBuffer?, ByteBuffer?, String, ByteBuffer).self
+        ) {
+            let row = AuditRow(
+                id: try Self.id(id), user: user, field: field, actor: actor, reason: reason,
+                before: before.map { Array($0.readableBytesView) }, after: after.map { Array($0.readableBytesView) },
+                idempotencyKey: idempotencyKey, requestDigest: Array(requestDigest.readableBytesView)
+            )
+            let link = AuditChain.extend(head, with: row)
+            links.append((id, link.position, link.hash))
+            head = link.head
+        }
+        try await connection.query("ALTER TABLE stamp_audit_events DISABLE TRIGGER stamp_audit_events_refuse_changes", logger: logger)
+        for link in links {
+            try await connection.query(
+                "UPDATE stamp_audit_events SET chain_position = \(link.position), chain_hash = \(ByteBuffer(bytes: link.hash)) WHERE id = \(link.id)",
+                logger: logger
+            )
+        }
+        try await connection.query("ALTER TABLE stamp_audit_events ENABLE TRIGGER stamp_audit_events_refuse_changes", logger: logger)
+        try await connection.query(
+            "UPDATE stamp_audit_chain SET rows = \(head.rows), head = \(ByteBuffer(bytes: head.hash)), last_id = \(head.lastID?.rawValue)",
+            logger: logger
+        )
+        try await connection.query("ALTER TABLE stamp_audit_events ALTER COLUMN chain_position SET NOT NULL, ALTER COLUMN chain_hash SET NOT NULL", logger: logger)
+    }
+
+    /// The PostgreSQL types of ``AuditInsertBatch/columns`` and the chain's two columns, in order.
+    private static let columnTypes = ["bigint", "text", "text", "text", "text", "bytea", "bytea", "text", "bytea", "bigint", "bytea"]
+
+    /// The statements that insert `links`, as many rows in each as PostgreSQL's bound parameters allow.
+    private static func insertQueries(_ links: [(row: AuditRow, position: Int64, hash: [UInt8])]) -> [PostgresQuery] {
+        let perRow = columnTypes.count
+        let rowsPerStatement = parameterLimit / perRow
+        return stride(from: 0, to: links.count, by: rowsPerStatement).map { start in
+            insertQuery(links[start..<min(start + rowsPerStatement, links.count)])
+        }
+    }
+
+    private static func insertQuery(_ links: ArraySlice<(row: AuditRow, position: Int64, hash: [UInt8])>) -> PostgresQuery {
+        var bindings = PostgresBindings(capacity: links.count * columnTypes.count)
         var values: [String] = []
-        values.reserveCapacity(rows.count)
-        for row in rows {
+        values.reserveCapacity(links.count)
+        for (row, position, hash) in links {
             let first = bindings.count + 1
             bindings.append(row.id.rawValue)
             bindings.append(row.user)
@@ -264,15 +428,17 @@ public final class PostgresAuditStore: AuditStore {
             bindings.append(row.after.map { ByteBuffer(bytes: $0) })
             bindings.append(row.idempotencyKey)
             bindings.append(ByteBuffer(bytes: row.requestDigest))
+            bindings.append(position)
+            bindings.append(ByteBuffer(bytes: hash))
             // Typed, since a NULL binds without a type and a VALUES list takes its types from its rows.
-            values.append("(" + zip(first..<first + AuditInsertBatch.parametersPerRow, Self.columnTypes).map { "$\($0)::\($1)" }.joined(separator: ", ") + ")")
+            values.append("(" + zip(first..<first + columnTypes.count, columnTypes).map { "$\($0)::\($1)" }.joined(separator: ", ") + ")")
         }
         // A row goes in only above its user's latest ID (the order check), only once per key, and
         // only with an ID no row has.
         return PostgresQuery(
             unsafeSQL: """
-                INSERT INTO stamp_audit_events (\(AuditInsertBatch.columns))
-                SELECT * FROM (VALUES \(values.joined(separator: ", "))) AS input (\(AuditInsertBatch.columns))
+                INSERT INTO stamp_audit_events (\(AuditInsertBatch.columns), chain_position, chain_hash)
+                SELECT * FROM (VALUES \(values.joined(separator: ", "))) AS input (\(AuditInsertBatch.columns), chain_position, chain_hash)
                     WHERE input.id > COALESCE((SELECT MAX(stored.id) FROM stamp_audit_events stored WHERE stored.user_id = input.user_id), -1)
                 ON CONFLICT DO NOTHING
                 RETURNING id
@@ -387,6 +553,9 @@ public final class PostgresAuditStore: AuditStore {
             } else {
                 try await apply(migration, connection, logger: logger)
             }
+            if migration.name == chainMigration {
+                try await chainStoredRows(connection, logger: logger)
+            }
         }
     }
 
@@ -496,6 +665,58 @@ public final class PostgresAuditStore: AuditStore {
                 BEGIN
                     IF EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'stamp_audit_writer') THEN
                         GRANT SELECT, UPDATE ON stamp_audit_shard_map TO stamp_audit_writer;
+                    END IF;
+                END
+                $$
+                """,
+            ]
+        ),
+        (
+            // Every row's place in the shard's hash chain, the chain's head, and signed checkpoints
+            // of it. The rows stored before are chained right after (``chainStoredRows``).
+            name: chainMigration,
+            statements: [
+                "ALTER TABLE stamp_audit_events ADD COLUMN chain_position bigint, ADD COLUMN chain_hash bytea",
+                "CREATE UNIQUE INDEX stamp_audit_events_chain_position ON stamp_audit_events (chain_position)",
+                """
+                CREATE TABLE stamp_audit_chain (
+                    singleton int PRIMARY KEY CHECK (singleton = 1),
+                    rows bigint NOT NULL,
+                    head bytea NOT NULL,
+                    last_id bigint
+                )
+                """,
+                "INSERT INTO stamp_audit_chain (singleton, rows, head, last_id) VALUES (1, 0, decode(repeat('00', 32), 'hex'), NULL)",
+                """
+                CREATE TABLE stamp_audit_checkpoints (
+                    rows bigint PRIMARY KEY,
+                    shard int NOT NULL,
+                    last_id bigint,
+                    head bytea NOT NULL,
+                    signed_at_ms bigint NOT NULL,
+                    public_key bytea NOT NULL,
+                    signature bytea NOT NULL
+                )
+                """,
+                """
+                CREATE OR REPLACE FUNCTION stamp_audit_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    RAISE EXCEPTION '% is append-only: % refused', TG_TABLE_NAME, TG_OP;
+                END
+                $$
+                """,
+                """
+                CREATE TRIGGER stamp_audit_checkpoints_refuse_changes
+                    BEFORE UPDATE OR DELETE OR TRUNCATE ON stamp_audit_checkpoints
+                    FOR EACH STATEMENT EXECUTE FUNCTION stamp_audit_refuse_change()
+                """,
+                "REVOKE UPDATE, DELETE, TRUNCATE ON stamp_audit_checkpoints FROM PUBLIC",
+                """
+                DO $$
+                BEGIN
+                    IF EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'stamp_audit_writer') THEN
+                        GRANT SELECT, UPDATE ON stamp_audit_chain TO stamp_audit_writer;
+                        GRANT SELECT, INSERT ON stamp_audit_checkpoints TO stamp_audit_writer;
                     END IF;
                 END
                 $$

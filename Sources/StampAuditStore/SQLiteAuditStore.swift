@@ -37,6 +37,9 @@ public final class SQLiteAuditStore: AuditStore {
                 for statement in migration.statements {
                     try db.execute(sql: statement)
                 }
+                if migration.name == Self.chainMigration {
+                    try Self.chainStoredRows(db)
+                }
                 try db.execute(sql: "INSERT INTO stamp_audit_migrations (name) VALUES (?)", arguments: [migration.name])
             }
         }
@@ -55,9 +58,16 @@ public final class SQLiteAuditStore: AuditStore {
             var outcomes: [AuditInsertOutcome] = []
             outcomes.reserveCapacity(sent.count)
             let insert = try db.cachedStatement(sql: SQL.insertAboveLatest)
+            let start = try Self.chainHead(db)
+            var head = start
             for row in sent {
-                try insert.execute(arguments: row.arguments)
+                // The row's link, used only when the row goes in.
+                let link = AuditChain.extend(head, with: row)
+                var arguments = row.arguments
+                arguments += [link.position, Data(link.hash)]
+                try insert.execute(arguments: arguments)
                 if db.changesCount == 1 {
+                    head = link.head
                     outcomes.append(.stored)
                 } else if try Bool.fetchOne(db.cachedStatement(sql: SQL.keyTaken), arguments: [row.user, row.idempotencyKey]) == true {
                     outcomes.append(.repeated)
@@ -67,6 +77,9 @@ public final class SQLiteAuditStore: AuditStore {
                     // Neither stored, a repeat nor below its user's rows: another user's row has the ID.
                     outcomes.append(.idTaken)
                 }
+            }
+            if head != start {
+                try db.cachedStatement(sql: SQL.moveChainHead).execute(arguments: [head.rows, Data(head.hash), head.lastID?.rawValue])
             }
             return outcomes
         }
@@ -129,6 +142,80 @@ public final class SQLiteAuditStore: AuditStore {
         return try values.map(Self.id)
     }
 
+    public func chainHead() async throws(AuditStoreError) -> ChainHead {
+        try await reading("read the chain head") { db in try Self.chainHead(db) }
+    }
+
+    public func chainedRows(after position: Int64, limit: Int) async throws(AuditStoreError) -> [ChainedRow] {
+        guard limit > 0 else { return [] }
+        let rows = try await reading("read chained rows") { db in
+            try Row.fetchAll(db.cachedStatement(sql: SQL.chainedRows), arguments: [position, limit]).map { row -> ChainedRow? in
+                guard let position = row["chain_position"] as Int64?, let hash = row["chain_hash"] as Data?, let content = AuditRow(row: row) else { return nil }
+                return ChainedRow(position: position, hash: Array(hash), row: content)
+            }
+        }
+        return try rows.map { row throws(AuditStoreError) in
+            guard let row else { throw AuditStoreError(.rejected, "the SQLite store holds a malformed row") }
+            return row
+        }
+    }
+
+    public func rowCount() async throws(AuditStoreError) -> Int64 {
+        try await reading("count rows") { db in try Int64.fetchOne(db, sql: "SELECT count(*) FROM stamp_audit_events") ?? 0 }
+    }
+
+    public func recordCheckpoint(_ checkpoint: AuditCheckpoint) async throws(AuditStoreError) {
+        try await writing("record a checkpoint") { db in
+            try db.execute(sql: SQL.recordCheckpoint, arguments: [
+                checkpoint.rows, checkpoint.shard, checkpoint.lastID?.rawValue, Data(checkpoint.head), checkpoint.signedAtMilliseconds,
+                Data(checkpoint.publicKey), Data(checkpoint.signature),
+            ])
+        }
+    }
+
+    public func checkpoints(below rows: Int64?, limit: Int) async throws(AuditStoreError) -> [AuditCheckpoint] {
+        guard limit > 0 else { return [] }
+        let read = try await reading("read checkpoints") { db in
+            try Row.fetchAll(db.cachedStatement(sql: SQL.checkpoints), arguments: [rows ?? Int64.max, limit]).map { row -> AuditCheckpoint? in
+                guard let head = row["head"] as Data?, let key = row["public_key"] as Data?, let signature = row["signature"] as Data? else { return nil }
+                let lastID = row["last_id"] as Int64?
+                return AuditCheckpoint(
+                    shard: row["shard"], rows: row["rows"], lastID: lastID.flatMap(StampID.init(rawValue:)), head: Array(head),
+                    signedAtMilliseconds: row["signed_at_ms"], publicKey: Array(key), signature: Array(signature)
+                )
+            }
+        }
+        return try read.map { checkpoint throws(AuditStoreError) in
+            guard let checkpoint else { throw AuditStoreError(.rejected, "the SQLite store holds a malformed checkpoint") }
+            return checkpoint
+        }
+    }
+
+    private static func chainHead(_ db: Database) throws -> ChainHead {
+        guard let row = try Row.fetchOne(db.cachedStatement(sql: SQL.chainHead)), let hash = row["head"] as Data? else { return .empty }
+        return ChainHead(rows: row["rows"], hash: Array(hash), lastID: (row["last_id"] as Int64?).flatMap(StampID.init(rawValue:)))
+    }
+
+    /// Chains the rows stored before the chain existed, in ID order: the migration that adds the
+    /// chain runs it, with the trigger that refuses updates set aside for it.
+    private static func chainStoredRows(_ db: Database) throws {
+        try db.execute(sql: "DROP TRIGGER stamp_audit_events_refuse_update")
+        var head = ChainHead.empty
+        let rows = try Row.fetchCursor(db, sql: "SELECT \(AuditInsertBatch.columns) FROM stamp_audit_events ORDER BY id")
+        var links: [(id: Int64, position: Int64, hash: [UInt8])] = []
+        while let row = try rows.next() {
+            guard let content = AuditRow(row: row) else { throw AuditStoreError(.rejected, "the SQLite store holds a malformed row") }
+            let link = AuditChain.extend(head, with: content)
+            links.append((content.id.rawValue, link.position, link.hash))
+            head = link.head
+        }
+        for link in links {
+            try db.execute(sql: "UPDATE stamp_audit_events SET chain_position = ?, chain_hash = ? WHERE id = ?", arguments: [link.position, Data(link.hash), link.id])
+        }
+        try db.execute(sql: SQL.moveChainHead, arguments: [head.rows, Data(head.hash), head.lastID?.rawValue])
+        try db.execute(sql: refuseUpdate)
+    }
+
     public func ping() async throws(AuditStoreError) {
         _ = try await reading("answer a ping") { db in
             try Int.fetchOne(db, sql: "SELECT 1")
@@ -189,6 +276,15 @@ public final class SQLiteAuditStore: AuditStore {
         return id
     }
 
+    /// The trigger that refuses updates of rows.
+    private static let refuseUpdate = """
+        CREATE TRIGGER stamp_audit_events_refuse_update BEFORE UPDATE ON stamp_audit_events
+        BEGIN SELECT RAISE(ABORT, 'stamp_audit_events is append-only'); END
+        """
+
+    /// The migration that adds the hash chain, after which the rows stored before it are chained.
+    private static let chainMigration = "0004-chain-rows"
+
     /// The schema's history, oldest first; a name, once released, never changes meaning.
     ///
     /// `id` is the table's `INTEGER PRIMARY KEY`: in SQLite that is a 64-bit integer which keys
@@ -218,10 +314,7 @@ public final class SQLiteAuditStore: AuditStore {
         (
             name: "0002-refuse-changes",
             statements: [
-                """
-                CREATE TRIGGER stamp_audit_events_refuse_update BEFORE UPDATE ON stamp_audit_events
-                BEGIN SELECT RAISE(ABORT, 'stamp_audit_events is append-only'); END
-                """,
+                refuseUpdate,
                 """
                 CREATE TRIGGER stamp_audit_events_refuse_delete BEFORE DELETE ON stamp_audit_events
                 BEGIN SELECT RAISE(ABORT, 'stamp_audit_events is append-only'); END
@@ -242,20 +335,74 @@ public final class SQLiteAuditStore: AuditStore {
                 "INSERT INTO stamp_audit_shard_map (singleton, version, document) VALUES (1, 0, x'')",
             ]
         ),
+        (
+            // Every row's place in the shard's hash chain, the chain's head, and signed checkpoints of it.
+            name: chainMigration,
+            statements: [
+                "ALTER TABLE stamp_audit_events ADD COLUMN chain_position INTEGER",
+                "ALTER TABLE stamp_audit_events ADD COLUMN chain_hash BLOB",
+                "CREATE UNIQUE INDEX stamp_audit_events_chain_position ON stamp_audit_events (chain_position)",
+                """
+                CREATE TRIGGER stamp_audit_events_need_chain BEFORE INSERT ON stamp_audit_events
+                WHEN NEW.chain_position IS NULL OR NEW.chain_hash IS NULL
+                BEGIN SELECT RAISE(ABORT, 'stamp_audit_events rows need a chain position and hash'); END
+                """,
+                """
+                CREATE TABLE stamp_audit_chain (
+                    singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+                    rows INTEGER NOT NULL,
+                    head BLOB NOT NULL,
+                    last_id INTEGER
+                ) STRICT
+                """,
+                "INSERT INTO stamp_audit_chain (singleton, rows, head, last_id) VALUES (1, 0, zeroblob(32), NULL)",
+                """
+                CREATE TABLE stamp_audit_checkpoints (
+                    rows INTEGER PRIMARY KEY,
+                    shard INTEGER NOT NULL,
+                    last_id INTEGER,
+                    head BLOB NOT NULL,
+                    signed_at_ms INTEGER NOT NULL,
+                    public_key BLOB NOT NULL,
+                    signature BLOB NOT NULL
+                ) STRICT
+                """,
+                """
+                CREATE TRIGGER stamp_audit_checkpoints_refuse_update BEFORE UPDATE ON stamp_audit_checkpoints
+                BEGIN SELECT RAISE(ABORT, 'stamp_audit_checkpoints is append-only'); END
+                """,
+                """
+                CREATE TRIGGER stamp_audit_checkpoints_refuse_delete BEFORE DELETE ON stamp_audit_checkpoints
+                BEGIN SELECT RAISE(ABORT, 'stamp_audit_checkpoints is append-only'); END
+                """,
+            ]
+        ),
     ]
 }
 
 /// The fixed statements of the SQLite store, each prepared once per connection and kept.
 private enum SQL {
-    /// Inserts a row (values `?1`...`?9` in the order of ``AuditInsertBatch/columns``) only above
-    /// its user's latest ID, and only when its ID and its user and key are new. (An upsert's
-    /// `SELECT` needs its `WHERE` for SQLite to parse it.)
+    /// Inserts a row (values `?1`...`?9` in the order of ``AuditInsertBatch/columns``, then its
+    /// chain position and hash) only above its user's latest ID, and only when its ID and its user
+    /// and key are new; a chain position taken already fails the statement. (An upsert's `SELECT`
+    /// needs its `WHERE` for SQLite to parse it.)
     static let insertAboveLatest = """
-        INSERT INTO stamp_audit_events (\(AuditInsertBatch.columns))
-        SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9
+        INSERT INTO stamp_audit_events (\(AuditInsertBatch.columns), chain_position, chain_hash)
+        SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11
             WHERE ?1 > COALESCE((SELECT MAX(id) FROM stamp_audit_events WHERE user_id = ?2), -1)
-        ON CONFLICT DO NOTHING
+        ON CONFLICT (id) DO NOTHING
+        ON CONFLICT (user_id, idempotency_key) DO NOTHING
         """
+    /// The chain's head.
+    static let chainHead = "SELECT rows, head, last_id FROM stamp_audit_chain"
+    /// Moves the chain's head to `?1` rows, hash `?2`, last ID `?3`.
+    static let moveChainHead = "UPDATE stamp_audit_chain SET rows = ?1, head = ?2, last_id = ?3"
+    /// Up to `?2` rows after chain position `?1`, in chain order.
+    static let chainedRows = "SELECT chain_position, chain_hash, \(AuditInsertBatch.columns) FROM stamp_audit_events WHERE chain_position > ?1 ORDER BY chain_position LIMIT ?2"
+    /// Keeps a checkpoint unless one of the same row count is kept.
+    static let recordCheckpoint = "INSERT INTO stamp_audit_checkpoints (rows, shard, last_id, head, signed_at_ms, public_key, signature) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+    /// Up to `?2` checkpoints of fewer than `?1` rows, newest first.
+    static let checkpoints = "SELECT rows, shard, last_id, head, signed_at_ms, public_key, signature FROM stamp_audit_checkpoints WHERE rows < ?1 ORDER BY rows DESC LIMIT ?2"
     /// The shard map version the shard holds.
     static let mapVersion = "SELECT version FROM stamp_audit_shard_map"
     /// The shard map version and document the shard holds.

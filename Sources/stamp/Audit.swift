@@ -10,7 +10,7 @@ import StampCore
 struct Audit: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "The audit log of changes to users' personal data.",
-        subcommands: [AuditServe.self, AuditKey.self]
+        subcommands: [AuditServe.self, AuditKey.self, AuditSigningKey.self, AuditVerify.self]
     )
 }
 
@@ -29,7 +29,9 @@ struct AuditServe: AsyncParsableCommand {
         Secrets come from the environment only, so that they never show in process lists: \
         STAMP_AUDIT_DATA_KEY (base64 of 32 random bytes: the AES-256-GCM key sealing before/after values; \
         `stamp audit key` prints a new one), STAMP_AUDIT_WRITER_TOKEN and STAMP_AUDIT_READER_TOKEN (bearer tokens, \
-        16 characters or more), STAMP_TOKEN (the generator nodes' bearer token, when they have one); the passwords \
+        16 characters or more), STAMP_AUDIT_SIGNING_KEY (base64 of a 32-byte Ed25519 private key that signs \
+        checkpoints of the shards' hash chains; `stamp audit signing-key` prints a new one; without it no checkpoint \
+        is signed), STAMP_TOKEN (the generator nodes' bearer token, when they have one); the passwords \
         of PostgreSQL shards from PGPASSWORD or a password file (PGPASSFILE, else ~/.pgpass), never from the shard map, \
         whose postgres:// locations may set sslmode=disable, require or verify-full (with sslrootcert=CA.pem). Other \
         options can also be set in the environment variable named after them.
@@ -62,6 +64,12 @@ struct AuditServe: AsyncParsableCommand {
 
     @Option(help: ArgumentHelp("How long a commit or a read of a shard's database may take before it is answered 503, such as 5s. [env: STAMP_AUDIT_STORE_TIMEOUT] (default: \(DurationText.format(defaults.service.storeTimeout)))", valueName: "duration"))
     var storeTimeout: String?
+
+    @Option(help: ArgumentHelp("Sign a checkpoint of a shard's chain once this many rows were added since the last. [env: STAMP_AUDIT_CHECKPOINT_ROWS] (default: 10000)", valueName: "n"))
+    var checkpointRows: Int?
+
+    @Option(help: ArgumentHelp("Sign a checkpoint of a shard's chain once this long passed since the last, if rows were added, such as 60s. [env: STAMP_AUDIT_CHECKPOINT_INTERVAL] (default: 60s)", valueName: "duration"))
+    var checkpointInterval: String?
 
     @Option(help: ArgumentHelp("File to write the port bound to once listening (useful with --listen HOST:0). [env: STAMP_AUDIT_PORT_FILE]", valueName: "path"))
     var portFile: String?
@@ -110,8 +118,24 @@ struct AuditServe: AsyncParsableCommand {
             configuration.service.sealer = try ValueSealer(base64Key: key)
             configuration.tokens = try AuditTokens(writer: writer, reader: reader)
             configuration.generatorToken = options.environment["STAMP_TOKEN"]
+            if let signingKey = options.environment["STAMP_AUDIT_SIGNING_KEY"] {
+                configuration.service.checkpoints = CheckpointPolicy(signer: try CheckpointSigner(base64Key: signingKey))
+            }
         } catch {
             throw ValidationError(error.message)
+        }
+        let rows = try options.integer(checkpointRows, "STAMP_AUDIT_CHECKPOINT_ROWS", option: "--checkpoint-rows", range: 1...100_000_000)
+        let interval = try options.text(checkpointInterval, "STAMP_AUDIT_CHECKPOINT_INTERVAL").map { text in
+            let interval = try DurationText.parse(text, name: "--checkpoint-interval")
+            guard interval > .zero else { throw ValidationError("--checkpoint-interval must be above zero") }
+            return interval
+        }
+        if rows != nil || interval != nil {
+            guard configuration.service.checkpoints != nil else {
+                throw ValidationError("--checkpoint-rows and --checkpoint-interval need STAMP_AUDIT_SIGNING_KEY, the key that signs checkpoints")
+            }
+            if let rows { configuration.service.checkpoints?.everyRows = Int64(rows) }
+            if let interval { configuration.service.checkpoints?.interval = interval }
         }
         let level = try OptionValues.logLevel(options.text(logLevel, "STAMP_LOG_LEVEL") ?? ServerObservability.defaultLevel.rawValue)
         return (configuration, level)
@@ -128,6 +152,20 @@ struct AuditServe: AsyncParsableCommand {
     }
 }
 
+struct AuditSigningKey: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "signing-key",
+        abstract: "Print a new random checkpoint signing key for STAMP_AUDIT_SIGNING_KEY, and its public key.",
+        discussion: "Prints two lines: the private key (base64 of 32 bytes: keep it secret, give it to the audit servers) and `public-key BASE64`, which `stamp audit verify --public-key` checks checkpoints with."
+    )
+
+    func run() {
+        let key = CheckpointSigner.generateKey()
+        print(key)
+        print("public-key \((try? CheckpointSigner.publicKey(ofBase64Key: key)) ?? "")")
+    }
+}
+
 struct AuditKey: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "key",
@@ -136,5 +174,104 @@ struct AuditKey: ParsableCommand {
 
     func run() {
         print(ValueSealer.generateKey())
+    }
+}
+
+struct AuditVerify: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "verify",
+        abstract: "Check that no audit row was edited, removed, reordered or inserted: recompute every shard's hash chain and check its checkpoints.",
+        discussion: """
+        Reads every shard of the shard map (it writes nothing): walks the rows in chain order recomputing each hash, \
+        checks the shard's head row, and checks every checkpoint kept in the shard and every one given with \
+        --checkpoint (the JSON of GET /v1/shards/{id}/checkpoint, one per line, kept outside the database so that \
+        rows cut off the end are caught too) against the chain. Checkpoints must be signed by the key given with \
+        --public-key (`stamp audit signing-key` prints it), else by the public key of STAMP_AUDIT_SIGNING_KEY; with \
+        neither, each checkpoint is checked against the key it names, which proves nothing about who signed it. \
+        Prints one line per shard and exits non-zero when any shard fails, naming the first row where its chain breaks. \
+        PostgreSQL passwords come from PGPASSWORD or a password file, as for `stamp audit serve`.
+        """
+    )
+
+    @Option(help: ArgumentHelp("Shard map file. [env: STAMP_SHARD_MAP] (default: \(AuditServe.defaults.service.shardMapPath))", valueName: "path"))
+    var shardMap: String?
+
+    @Option(help: ArgumentHelp("ID layout of the generator cluster. [env: STAMP_LAYOUT] (default: \(AuditServe.defaults.service.layout))", valueName: "spec"))
+    var layout: String?
+
+    @Option(help: ArgumentHelp("The Ed25519 public key (base64) checkpoints must be signed with.", valueName: "base64"))
+    var publicKey: String?
+
+    @Option(help: ArgumentHelp("A file of checkpoints kept elsewhere (JSON, one per line); may be repeated.", valueName: "path"))
+    var checkpoint: [String] = []
+
+    func run() async throws {
+        let options = OptionValues()
+        let path = options.text(shardMap, "STAMP_SHARD_MAP") ?? AuditServe.defaults.service.shardMapPath
+        var idLayout = AuditServe.defaults.service.layout
+        if let text = options.text(layout, "STAMP_LAYOUT") {
+            do { idLayout = try IDLayout(parsing: text) } catch { throw ValidationError(error.description) }
+        }
+        let trusted = try trustedKey(options)
+        if trusted == nil {
+            print("warning: no --public-key or STAMP_AUDIT_SIGNING_KEY: checkpoints are checked against the keys they name")
+        }
+        let kept = try checkpoint.flatMap(Self.readCheckpoints)
+        let logger = Logger(label: "stamp.audit.verify", factory: { _ in SwiftLogNoOpLogHandler() })
+        let outcomes: [ShardMapVerification.Outcome]
+        do {
+            outcomes = try await ShardMapVerification.run(shardMapPath: path, layout: idLayout, checkpoints: kept, publicKey: trusted, logger: logger)
+        } catch {
+            throw ValidationError(error.message)
+        }
+        var failed = false
+        for (shard, result) in outcomes {
+            switch result {
+            case .success(let verification):
+                print(Self.describe(verification))
+                failed = failed || verification.problem != nil
+            case .failure(let error):
+                print("shard \(shard): not verified: \(error.message)")
+                failed = true
+            }
+        }
+        if failed { throw ExitCode.failure }
+    }
+
+    private func trustedKey(_ options: OptionValues) throws -> [UInt8]? {
+        if let publicKey {
+            guard let bytes = Data(base64Encoded: publicKey), bytes.count == 32 else {
+                throw ValidationError("--public-key must be base64 of a 32-byte Ed25519 public key")
+            }
+            return Array(bytes)
+        }
+        guard let signingKey = options.environment["STAMP_AUDIT_SIGNING_KEY"] else { return nil }
+        do {
+            return try CheckpointSigner(base64Key: signingKey).publicKey
+        } catch {
+            throw ValidationError(error.message)
+        }
+    }
+
+    static func readCheckpoints(_ path: String) throws -> [AuditCheckpoint] {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw ValidationError("the checkpoint file \(path) cannot be read")
+        }
+        return try text.split(whereSeparator: \.isNewline).filter { !$0.allSatisfy(\.isWhitespace) }.enumerated().map { line, json in
+            do {
+                return try JSONDecoder().decode(AuditCheckpoint.self, from: Data(json.utf8))
+            } catch {
+                throw ValidationError("line \(line + 1) of \(path) is not a checkpoint")
+            }
+        }
+    }
+
+    static func describe(_ verification: ShardVerification) -> String {
+        let seconds = Double(verification.duration.components.seconds) + Double(verification.duration.components.attoseconds) / 1e18
+        let rate = seconds > 0 ? Int(Double(verification.rows) / seconds) : 0
+        let newest = verification.newestCheckpoint.map { ", newest at \($0.rows) rows" } ?? ""
+        let walked = "\(verification.rows) rows in \(String(format: "%.2f", seconds)) s (\(rate) rows/s), \(verification.checkpoints) checkpoints\(newest)"
+        guard let problem = verification.problem else { return "shard \(verification.shard): verified: \(walked)" }
+        return "shard \(verification.shard): FAILED: \(problem); walked \(walked)"
     }
 }

@@ -202,6 +202,11 @@ final class HangingPingStore: AuditStore {
     func history(user: String, field: String?, before: StampID?, limit: Int) async throws(AuditStoreError) -> [AuditRow] { try await base.history(user: user, field: field, before: before, limit: limit) }
     func latestID(user: String) async throws(AuditStoreError) -> StampID? { try await base.latestID(user: user) }
     func ids(after: StampID?, limit: Int) async throws(AuditStoreError) -> [StampID] { try await base.ids(after: after, limit: limit) }
+    func chainHead() async throws(AuditStoreError) -> ChainHead { try await base.chainHead() }
+    func chainedRows(after position: Int64, limit: Int) async throws(AuditStoreError) -> [ChainedRow] { try await base.chainedRows(after: position, limit: limit) }
+    func rowCount() async throws(AuditStoreError) -> Int64 { try await base.rowCount() }
+    func recordCheckpoint(_ checkpoint: AuditCheckpoint) async throws(AuditStoreError) { try await base.recordCheckpoint(checkpoint) }
+    func checkpoints(below rows: Int64?, limit: Int) async throws(AuditStoreError) -> [AuditCheckpoint] { try await base.checkpoints(below: rows, limit: limit) }
     func close() async { await base.close() }
 
     /// Waits until cancelled, on a clock nobody moves.

@@ -506,7 +506,9 @@ struct AuditStoreSuiteTests {
             let later = AuditRow.storeTestRow(id: 3)
             try await withSQLiteConnection(path) { other in
                 try await other.execute("BEGIN IMMEDIATE")
-                try await other.execute("INSERT INTO stamp_audit_events VALUES (2, 'user-1', 'email', 'a', 'r', NULL, NULL, 'other-key', X'00')")
+                // Another audit server's insert, chained after the first row.
+                try await other.execute("INSERT INTO stamp_audit_events VALUES (2, 'user-1', 'email', 'a', 'r', NULL, NULL, 'other-key', X'00', 2, zeroblob(32))")
+                try await other.execute("UPDATE stamp_audit_chain SET rows = 2, head = zeroblob(32), last_id = 2")
                 // A read that waited for the lock would fail after the busy timeout instead.
                 #expect(try await store.row(id: first.id) == first)
                 #expect(try await store.ids(after: nil, limit: 10) == [first.id])
