@@ -49,37 +49,40 @@ extension AuditService {
 }
 
 /// Signs checkpoints of every open shard as the service's ``CheckpointPolicy`` asks: looks at
-/// each shard's chain head every second (or every `interval`, when shorter) on the service's
-/// clock. Run it beside the shard set when the service has a signing key.
+/// each shard's chain head every second (or every `interval`, when shorter) and counts the time
+/// since a shard's last checkpoint in those looks. Run it beside the shard set when the service
+/// has a signing key.
 ///
 /// Several audit servers on one shard each sign; a shard keeps one checkpoint per row count.
 public struct CheckpointService<C: Clock<Duration>>: Service {
     let service: AuditService<C>
+    let clock: any Clock<Duration>
 
-    public init(service: AuditService<C>) {
+    /// - Parameter clock: The clock the looks are timed on.
+    public init(service: AuditService<C>, clock: any Clock<Duration> = ContinuousClock()) {
         self.service = service
+        self.clock = clock
     }
 
     public func run() async throws {
         guard let policy = service.checkpoints else { return }
-        let clock = service.shardMap.clock
         let look = min(policy.interval, .seconds(1))
         await cancelWhenGracefulShutdown {
-            var last: [Int: (rows: Int64, at: C.Instant)] = [:]
+            var last: [Int: (rows: Int64, since: Duration)] = [:]
             while (try? await clock.sleep(for: look)) != nil {
                 for shard in service.shards.openShardIDs {
                     do throws(AuditServiceError) {
                         let store = try service.open(shard).store
                         if last[shard] == nil {
-                            let kept = try await service.latestCheckpoint(shard: shard)
-                            last[shard] = (kept?.rows ?? 0, clock.now)
+                            last[shard] = (try await service.latestCheckpoint(shard: shard)?.rows ?? 0, .zero)
                         }
+                        last[shard]?.since += look
                         let head = try await service.storeRead { () async throws(AuditStoreError) in try await store.chainHead() }
-                        guard let since = last[shard], head.rows > since.rows,
-                              head.rows - since.rows >= policy.everyRows || since.at.duration(to: clock.now) >= policy.interval
+                        guard let previous = last[shard], head.rows > previous.rows,
+                              head.rows - previous.rows >= policy.everyRows || previous.since >= policy.interval
                         else { continue }
                         if let checkpoint = try await service.checkpoint(shard: shard) {
-                            last[shard] = (checkpoint.rows, clock.now)
+                            last[shard] = (checkpoint.rows, .zero)
                         }
                     } catch {
                         service.logger.warning("no checkpoint signed", metadata: ["stamp.shard": "\(shard)", "stamp.error": "\(error)"])

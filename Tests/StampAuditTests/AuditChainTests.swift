@@ -1,5 +1,9 @@
 import Foundation
+import Hummingbird
+import HummingbirdTesting
 import StampAudit
+import StampAuditServer
+import StampAuditService
 import StampAuditStore
 import StampCore
 import StampTesting
@@ -257,6 +261,102 @@ struct AuditChainHashingTests {
             var changed = checkpoint
             change(&changed)
             #expect(!changed.isSigned(by: signer.publicKey))
+        }
+    }
+}
+
+/// Checkpoints as an audit server signs and serves them.
+@Suite("Audit checkpoints")
+struct AuditCheckpointServiceTests {
+    static let event = AuditEventInput(field: "email", before: "a@old.example", after: "a@new.example", actor: "support:42")
+
+    @Test("the service signs a checkpoint once enough rows were chained, or once the interval passed with rows chained", arguments: AuditStoreBackend.testable)
+    func checkpointsFollowThePolicy(backend: AuditStoreBackend) async throws {
+        let policy = CheckpointPolicy(signer: AuditChainTests.signer, everyRows: 3, interval: .seconds(10))
+        try await withAuditFixture(backend, shardCount: 1, checkpoints: policy) { fixture in
+            let clock = ManualClock()
+            let store = try #require(fixture.shards.shard(0)).store
+            try await withThrowingTaskGroup { group in
+                group.addTask { try await CheckpointService(service: fixture.service, clock: clock).run() }
+                defer { group.cancelAll() }
+                /// Moves the clock one look (1 s) on and waits for the look to be done.
+                func look() async {
+                    await clock.waitForSleepers()
+                    clock.advance(by: .seconds(1))
+                    await clock.waitForSleepers()
+                }
+                await look()
+                #expect(try await store.checkpoints(below: nil, limit: 10).isEmpty, "no row, no checkpoint")
+                for key in ["k1", "k2"] { _ = try await fixture.service.record(user: "ann", idempotencyKey: key, event: Self.event) }
+                await look()
+                #expect(try await store.checkpoints(below: nil, limit: 10).isEmpty, "2 rows of 3, 2 s of 10")
+                _ = try await fixture.service.record(user: "ann", idempotencyKey: "k3", event: Self.event)
+                await look()
+                #expect(try await store.checkpoints(below: nil, limit: 10).map(\.rows) == [3])
+                _ = try await fixture.service.record(user: "ann", idempotencyKey: "k4", event: Self.event)
+                for _ in 0..<9 { await look() }
+                #expect(try await store.checkpoints(below: nil, limit: 10).map(\.rows) == [3], "9 s after the last")
+                await look()
+                let checkpoints = try await store.checkpoints(below: nil, limit: 10)
+                #expect(checkpoints.map(\.rows) == [4, 3])
+                #expect(checkpoints.allSatisfy { $0.isSigned(by: AuditChainTests.signer.publicKey) })
+                #expect(fixture.records.messages.contains("checkpoint signed"))
+            }
+        }
+    }
+
+    @Test("GET /v1/shards/{id}/checkpoint answers the newest checkpoint to either token", arguments: HTTPPath.allCases)
+    func theNewestCheckpointIsServed(path: HTTPPath) async throws {
+        try await withAuditFixture(.sqlite, shardCount: 2, checkpoints: CheckpointPolicy(signer: AuditChainTests.signer)) { fixture in
+            try await fixture.application().test(path.setup) { client in
+                try await client.execute(uri: "/v1/shards/0/checkpoint", method: .get, headers: AuditAPITests.reader) { response in
+                    try AuditAPITests.expectProblem(response, .notFound, "not-found")
+                }
+                _ = try await fixture.service.record(user: "ann", idempotencyKey: "k1", event: Self.event)
+                let shard = fixture.map.placement(ofUser: "ann").write
+                let signed = try #require(try await fixture.service.checkpoint(shard: shard))
+                #expect(signed.rows == 1)
+                for token in [AuditAPITests.reader, [.authorization: "Bearer \(AuditFixture.writerToken)"]] {
+                    try await client.execute(uri: "/v1/shards/\(shard)/checkpoint", method: .get, headers: token) { response in
+                        #expect(response.status == .ok)
+                        let served = try JSONDecoder().decode(AuditCheckpoint.self, from: Data(buffer: response.body))
+                        #expect(served == signed)
+                        #expect(served.isSigned(by: AuditChainTests.signer.publicKey))
+                    }
+                }
+                try await client.execute(uri: "/v1/shards/0/checkpoint", method: .get) { response in
+                    try AuditAPITests.expectProblem(response, .unauthorized, "unauthorized")
+                }
+                for unknown in ["7", "x"] {
+                    try await client.execute(uri: "/v1/shards/\(unknown)/checkpoint", method: .get, headers: AuditAPITests.reader) { response in
+                        try AuditAPITests.expectProblem(response, .notFound, "unknown-shard")
+                    }
+                }
+            }
+        }
+    }
+
+    @Test("verifying a shard map checks each of its shards and names the one that fails", arguments: AuditStoreBackend.testable)
+    func aShardMapIsVerifiedShardByShard(backend: AuditStoreBackend) async throws {
+        try await withAuditFixture(backend, shardCount: 2, checkpoints: CheckpointPolicy(signer: AuditChainTests.signer)) { fixture in
+            for user in ["ann", "bob", "cem", "dee", "eve"] {
+                _ = try await fixture.service.record(user: user, idempotencyKey: "k", event: Self.event)
+            }
+            for shard in [0, 1] { try await fixture.service.checkpoint(shard: shard) }
+            let logger = AuditStoreBackend.logger
+            var outcomes = try await ShardMapVerification.run(shardMapPath: fixture.mapPath, layout: fixture.service.layout, checkpoints: [], publicKey: AuditChainTests.signer.publicKey, logger: logger)
+            #expect(outcomes.map(\.shard) == [0, 1])
+            for outcome in outcomes {
+                #expect(try outcome.result.get().problem == nil)
+            }
+            let edits: [String] = switch backend {
+            case .sqlite: ["DROP TRIGGER stamp_audit_events_refuse_update", "UPDATE stamp_audit_events SET reason = 'edited' WHERE chain_position = 1"]
+            case .postgres: ["ALTER TABLE stamp_audit_events DISABLE TRIGGER USER", "UPDATE stamp_audit_events SET reason = 'edited' WHERE chain_position = 1"]
+            }
+            try await fixture.execute(onShard: 1, edits)
+            outcomes = try await ShardMapVerification.run(shardMapPath: fixture.mapPath, layout: fixture.service.layout, checkpoints: [], publicKey: AuditChainTests.signer.publicKey, logger: logger)
+            #expect(try outcomes[0].result.get().problem == nil)
+            #expect(try outcomes[1].result.get().problem?.kind == .edited)
         }
     }
 }

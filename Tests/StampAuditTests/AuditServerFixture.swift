@@ -125,7 +125,7 @@ struct AuditFixture: Sendable {
 }
 
 /// Runs `body` with an audit service on `shardCount` fresh databases of `backend`.
-func withAuditFixture(_ backend: AuditStoreBackend, shardCount: Int = 3, _ body: (AuditFixture) async throws -> Void) async throws {
+func withAuditFixture(_ backend: AuditStoreBackend, shardCount: Int = 3, checkpoints: CheckpointPolicy? = nil, _ body: (AuditFixture) async throws -> Void) async throws {
     let folder = FileManager.default.temporaryDirectory.appendingPathComponent("stamp-audit-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(at: folder) }
@@ -139,7 +139,8 @@ func withAuditFixture(_ backend: AuditStoreBackend, shardCount: Int = 3, _ body:
         let records = RecordingLogHandler.Records()
         let metrics = TestMetrics()
         // Tests that time a shard out move their own clocks; the rest must not fail on a busy machine.
-        let configuration = AuditServiceConfiguration(shardMapPath: mapPath, maxBatch: 64, storeTimeout: .seconds(60), sealer: try ValueSealer(base64Key: AuditFixture.dataKey))
+        var configuration = AuditServiceConfiguration(shardMapPath: mapPath, maxBatch: 64, storeTimeout: .seconds(60), sealer: try ValueSealer(base64Key: AuditFixture.dataKey))
+        configuration.checkpoints = checkpoints
         let service = try AuditService(configuration: configuration, ids: try LocalIDSource(), clock: ManualClock(), logger: records.logger(), metricsFactory: metrics)
         let shards = service.shards
         let fixture = AuditFixture(backend: backend, folder: folder, mapPath: mapPath, configuration: configuration, service: service, shards: shards, records: records, metrics: metrics) { shard in
