@@ -28,6 +28,7 @@ public struct DemoReport: Sendable, CustomStringConvertible {
         reads: RequestRecorder.Tally,
         users: UserLedger.Snapshot,
         verification: DemoVerifier.Result,
+        chains: (verified: Bool, output: String),
         directIDs: DirectIDs,
         served: GeneratorCounts,
         auditRequests: [Int],
@@ -45,7 +46,7 @@ public struct DemoReport: Sendable, CustomStringConvertible {
         let orderViolations = verification.orderViolations + directIDs.ledger.orderViolations
         passed = acknowledged > 0 && verification.rows == acknowledged && duplicates == 0 && orderViolations == 0
             && verification.lost == 0 && verification.unreadableUsers == 0 && verification.foreignRows == 0
-            && writes.unanswered == 0 && reads.unanswered == 0 && directIDs.calls.unanswered == 0
+            && writes.unanswered == 0 && reads.unanswered == 0 && directIDs.calls.unanswered == 0 && chains.verified
         let readShare = Int((configuration.readFraction * 100).rounded())
 
         var report = RunReport()
@@ -64,6 +65,7 @@ public struct DemoReport: Sendable, CustomStringConvertible {
         report.line("rows", "\(verification.rows)\(shards.isEmpty ? "" : " (\(shards))")\(verification.foreignRows > 0 ? ", \(verification.foreignRows) under another user" : "")")
         report.line("lost", "\(verification.lost) acknowledged writes not stored")
         report.line("duplicates", "\(duplicates) among \(ids) IDs (every stored row's and every direct ID request's)")
+        report.line("hash chains", "\(chains.verified ? "verified" : "NOT VERIFIED") (stamp audit verify: \(chains.output))")
         report.line("order violations", "\(verification.orderViolations) users whose rows are not in write order, \(directIDs.ledger.orderViolations) direct IDs not above the client's earlier ones")
         report.line("result", passed ? "passed" : "FAILED")
         report.figure("writes", acknowledged)

@@ -60,15 +60,17 @@ struct DemoTopology: Sendable {
 
         let secrets = [
             "STAMP_AUDIT_DATA_KEY": ValueSealer.generateKey(),
+            "STAMP_AUDIT_SIGNING_KEY": CheckpointSigner.generateKey(),
             "STAMP_AUDIT_WRITER_TOKEN": writerToken,
             "STAMP_AUDIT_READER_TOKEN": readerToken,
             "STAMP_TOKEN": generatorToken,
         ]
         let auditServers = try await startServers(count: DemoConfiguration.auditServerCount, name: "audit", http: http, logs: logs, ports: ports) { portFile in
-            (["audit", "serve", "--listen", "127.0.0.1:0", "--port-file", portFile, "--shard-map", mapPath, "--generators", generatorURLs.joined(separator: ","), "--log-level", level], secrets)
+            (["audit", "serve", "--listen", "127.0.0.1:0", "--port-file", portFile, "--shard-map", mapPath, "--generators", generatorURLs.joined(separator: ","), "--checkpoint-interval", "2s", "--log-level", level], secrets)
         }
         let auditURLs = auditServers.map(\.url)
         var servers = Servers(generators: generators, auditServers: auditServers, balancer: nil)
+        let chains = ChainCheck(executable: configuration.stampExecutable, mapPath: mapPath, environment: secrets, log: logs.appendingPathComponent("verify.log").path)
         output.note("  audit servers: \(auditURLs.joined(separator: " ")) (\(DemoConfiguration.shardCount) shards: \(databases.kind))")
 
         let setting = "\(DemoConfiguration.generatorCount) generators, \(DemoConfiguration.auditServerCount) audit servers, \(DemoConfiguration.shardCount) shards on \(databases.kind)"
@@ -77,7 +79,7 @@ struct DemoTopology: Sendable {
             let spread = "the driver spreads requests round-robin over \(auditURLs.count) audit servers"
             let balancing = configuration.balancing == .driver ? "no load balancer: \(spread)" : "no load balancer installed: \(spread)"
             output.note("  load balancer: none; \(spread)")
-            return try await driveAndVerify(http: http, targets: AuditTargets(bases: auditURLs), servers: servers, topology: "\(setting), \(balancing)")
+            return try await driveAndVerify(http: http, targets: AuditTargets(bases: auditURLs), servers: servers, chains: chains, topology: "\(setting), \(balancing)")
         }
         let listener = try LoopbackListener()
         let balancer: ChildProcess
@@ -89,7 +91,7 @@ struct DemoTopology: Sendable {
         try await Readiness.waitUntilReady(balancer, url: "\(balancerURL)/health/ready", http: http)
         output.note("  load balancer: haproxy \(haproxy.version) at \(balancerURL)")
         servers.balancer = balancer
-        return try await driveAndVerify(http: http, targets: AuditTargets(bases: [balancerURL]), servers: servers, topology: "\(setting), load balancer: haproxy \(haproxy.version) on 127.0.0.1:\(listener.port)")
+        return try await driveAndVerify(http: http, targets: AuditTargets(bases: [balancerURL]), servers: servers, chains: chains, topology: "\(setting), load balancer: haproxy \(haproxy.version) on 127.0.0.1:\(listener.port)")
     }
 
     /// The servers the load goes through, whose metrics and CPU time the report shows.
@@ -155,7 +157,7 @@ struct DemoTopology: Sendable {
     }
 
     /// Drives the load, then reads every written user's history back and reports.
-    private func driveAndVerify(http: HTTPClient, targets: AuditTargets, servers: Servers, topology: String) async throws -> DemoOutcome {
+    private func driveAndVerify(http: HTTPClient, targets: AuditTargets, servers: Servers, chains: ChainCheck, topology: String) async throws -> DemoOutcome {
         let output = self.output
         let users = UserLedger(users: configuration.users)
         @Sendable func firstOfReason(_ kind: String) -> @Sendable (RequestRecorder.Outcome, String, String) -> Void {
@@ -229,6 +231,7 @@ struct DemoTopology: Sendable {
         let snapshot = users.snapshot()
         let checkStarted = clock.now
         let verification = try await DemoVerifier(http: http, targets: targets, readerToken: readerToken).verify(snapshot.users)
+        let chainsVerified = try await chains.run()
         let report = DemoReport(
             configuration: configuration,
             folder: folder,
@@ -237,6 +240,7 @@ struct DemoTopology: Sendable {
             reads: reads.total,
             users: snapshot,
             verification: verification,
+            chains: chainsVerified,
             directIDs: DemoReport.DirectIDs(calls: idCalls.total, ledger: ids.ids.totals, retries: ids.client.statistics.retries),
             served: served,
             auditRequests: auditRequests,
@@ -245,6 +249,23 @@ struct DemoTopology: Sendable {
             checked: checkStarted.duration(to: clock.now)
         )
         return report.passed ? .passed(report) : .failedChecks(report)
+    }
+
+    /// `stamp audit verify` over the demo's shards, with the audit servers' signing key: every
+    /// shard's hash chain and checkpoints.
+    struct ChainCheck: Sendable {
+        let executable: String
+        let mapPath: String
+        let environment: [String: String]
+        let log: String
+
+        /// Whether every shard verified, and what the command printed.
+        func run() async throws -> (verified: Bool, output: String) {
+            let child = try ChildProcess.start(ChildProcess.Launch(name: "verify", executable: executable, arguments: ["audit", "verify", "--shard-map", mapPath], environment: environment, log: log))
+            let termination = await child.waitForExit()
+            await child.output.waitForEnd()
+            return (termination == .exited(0), child.output.tail(lines: 20).split(whereSeparator: \.isNewline).joined(separator: "; "))
+        }
     }
 
     /// A client of keep-alive connections to each of `targets`, on `eventLoop`.
