@@ -158,47 +158,25 @@ struct AuditAPITests {
         }
     }
 
-    /// On the pipeline path the fifty writes go over fifty connections: one connection's requests
-    /// are answered one after another, so only separate connections reach the server at once.
     @Test(arguments: AuditStoreBackend.testable, HTTPPath.allCases)
     func theSameKeySentFiftyTimesAtOnceStoresOneRow(backend: AuditStoreBackend, path: HTTPPath) async throws {
         try await withAuditFixture(backend) { fixture in
             try await fixture.application().test(path.setup) { client in
-                let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(connectionPool: .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 50)))
-                let send: @Sendable () async throws -> (status: HTTPResponse.Status, body: ByteBuffer, replayed: Bool)
-                switch path {
-                case .router:
-                    send = {
-                        try await client.execute(uri: "/v1/users/erin/events", method: .post, headers: Self.writeHeaders(key: "burst"), body: Self.body()) { response in
-                            (response.status, response.body, response.headers[AuditHeaders.replayed] == "true")
-                        }
-                    }
-                case .pipeline:
-                    let port = try #require(client.port)
-                    send = {
-                        var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/v1/users/erin/events")
-                        request.method = .POST
-                        for field in Self.writeHeaders(key: "burst") { request.headers.add(name: field.name.rawName, value: field.value) }
-                        request.body = .bytes(Self.body())
-                        let response = try await http.execute(request, timeout: .seconds(60))
-                        let body = try await response.body.collect(upTo: 1 << 16)
-                        return (HTTPResponse.Status(code: Int(response.status.code)), body, response.headers.first(name: AuditHeaders.replayed.rawName) == "true")
-                    }
-                }
+                let requests = ConcurrentRequests(client: client, path: path)
                 let ids = try await withThrowingTaskGroup(of: (String, Bool).self) { group in
                     for _ in 0..<50 {
                         group.addTask {
-                            let response = try await send()
+                            let response = try await requests.post("/v1/users/erin/events", headers: Self.writeHeaders(key: "burst"), body: Self.body())
                             #expect(response.status == .created)
                             let event = try JSONDecoder().decode(EventBody.self, from: Data(buffer: response.body))
-                            return (event.id, response.replayed)
+                            return (event.id, response.headers[AuditHeaders.replayed] == "true")
                         }
                     }
                     var results: [(String, Bool)] = []
                     for try await result in group { results.append(result) }
                     return results
                 }
-                try await http.shutdown()
+                try await requests.shutdown()
                 #expect(ids.count == 50)
                 #expect(Set(ids.map(\.0)).count == 1, "every answer names the one stored event")
                 #expect(ids.filter { !$0.1 }.count == 1, "exactly one answer stored it")

@@ -89,21 +89,23 @@ struct AuditHardeningTests {
     func aNulByteFailsOnlyItsOwnWrite(backend: AuditStoreBackend, path: HTTPPath) async throws {
         try await withAuditFixture(backend, shardCount: 1) { fixture in
             try await fixture.application().test(path.setup) { client in
-                let statuses = try await withThrowingTaskGroup(of: (Int, HTTPResponse.Status).self) { group in
+                let requests = ConcurrentRequests(client: client, path: path)
+                let answers = try await withThrowingTaskGroup(of: (Int, ConcurrentRequests.Answer).self) { group in
                     for write in 0..<20 {
                         group.addTask {
                             let actor = write == 7 ? "a\\u0000b" : "support:\(write)"
                             let body = ByteBuffer(string: #"{"field": "email", "before": null, "after": "x\#(write)@example.com", "actor": "\#(actor)"}"#)
-                            return try await client.execute(uri: "/v1/users/user-\(write)/events", method: .post, headers: API.writeHeaders(key: "k\(write)"), body: body) { response in
-                                if write == 7 { try API.expectProblem(response, .badRequest, "invalid-event") }
-                                return (write, response.status)
-                            }
+                            return (write, try await requests.post("/v1/users/user-\(write)/events", headers: API.writeHeaders(key: "k\(write)"), body: body))
                         }
                     }
                     return try await group.reduce(into: [:]) { $0[$1.0] = $1.1 }
                 }
-                #expect(statuses.filter { $0.value == .created }.count == 19)
-                #expect(statuses[7] == .badRequest)
+                try await requests.shutdown()
+                #expect(answers.filter { $0.value.status == .created }.count == 19)
+                let refused = try #require(answers[7])
+                #expect(refused.status == .badRequest)
+                #expect(refused.headers[.contentType] == "application/problem+json")
+                #expect(String(buffer: refused.body).contains("urn:stamp:problem:invalid-event"))
             }
             #expect(try await fixture.allIDs().count == 19)
         }

@@ -1,3 +1,4 @@
+import AsyncHTTPClient
 import Foundation
 import Hummingbird
 import HummingbirdTesting
@@ -194,5 +195,45 @@ extension Sequence {
             results.append(try await transform(element))
         }
         return results
+    }
+}
+
+/// Sends requests at once to an application under test: through the test client on the router
+/// path, and over connections of their own on the pipeline path, since one connection's requests
+/// are answered one after another (the last of many would wait past the test client's timeout).
+struct ConcurrentRequests: Sendable {
+    /// What came back: the status, the body and the headers.
+    typealias Answer = (status: HTTPResponse.Status, body: ByteBuffer, headers: HTTPFields)
+
+    let client: any TestClientProtocol
+    let path: HTTPPath
+    private let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(connectionPool: .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 64)))
+
+    init(client: some TestClientProtocol, path: HTTPPath) {
+        self.client = client
+        self.path = path
+    }
+
+    func post(_ uri: String, headers: HTTPFields, body: ByteBuffer) async throws -> Answer {
+        switch path {
+        case .router:
+            return try await client.execute(uri: uri, method: .post, headers: headers, body: body) { ($0.status, $0.body, $0.headers) }
+        case .pipeline:
+            let port = try #require(client.port)
+            var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(uri)")
+            request.method = .POST
+            for field in headers { request.headers.add(name: field.name.rawName, value: field.value) }
+            request.body = .bytes(body)
+            let response = try await http.execute(request, timeout: .seconds(60))
+            var fields = HTTPFields()
+            for (name, value) in response.headers {
+                if let name = HTTPFields.Element.Name(name) { fields.append(HTTPFields.Element(name: name, value: value)) }
+            }
+            return (HTTPResponse.Status(code: Int(response.status.code)), try await response.body.collect(upTo: 1 << 16), fields)
+        }
+    }
+
+    func shutdown() async throws {
+        try await http.shutdown()
     }
 }

@@ -139,8 +139,15 @@ struct ReportTests {
         #expect(lines.contains("audit servers:     answered 3, 2, 2 API requests (their /metrics: the balance)"))
         #expect(lines.contains("cpu while driving: driver 0.30 cores (15 % of the machine; audit traffic 0.12), balancer 0.05, audit servers 1.00, generators 0.10"))
         #expect(lines.contains("duplicates:        0 among 7 IDs (every stored row's and every direct ID request's)"))
+        #expect(lines.contains("hash chains:       verified (stamp audit verify: shard 0: verified)"))
         #expect(lines.contains("result:            passed"))
         #expect(lines.last == "writes=4 rows=4 duplicates=0 order_violations=0 rate=2 p99_ms=40.0 id_requests_per_s=60 ids_per_s=500 ids=7 driver_cores=0.30 audit_driver_cores=0.12 balancer_cores=0.05")
+    }
+
+    @Test func aShardThatDoesNotVerifyFailsTheDemo() {
+        let report = Self.demoReport(chainsVerified: false)
+        #expect(!report.passed)
+        #expect(report.description.contains("hash chains:       NOT VERIFIED (stamp audit verify: shard 0: FAILED: edited at position 2)"))
     }
 
     @Test func anIDSeenTwiceAcrossRowsAndDirectRequestsFailsTheDemo() {
@@ -158,7 +165,7 @@ struct ReportTests {
         #expect(failed.description.split(separator: "\n").last?.contains(" order_violations=1 ") == true)
     }
 
-    static func demoReport(directIDs: [Int64] = [1, 2, 3], directFailures: Int = 0, directOrderViolations: Int = 0) -> DemoReport {
+    static func demoReport(directIDs: [Int64] = [1, 2, 3], directFailures: Int = 0, directOrderViolations: Int = 0, chainsVerified: Bool = true) -> DemoReport {
         var writes = RequestRecorder.Tally()
         writes.answered = 4
         writes.latencies = [10_000_000, 20_000_000, 30_000_000, 40_000_000]
@@ -185,6 +192,7 @@ struct ReportTests {
             reads: RequestRecorder.Tally(),
             users: UserLedger.Snapshot(users: [], replayed: 1, retries: 2),
             verification: verification,
+            chains: (chainsVerified, chainsVerified ? "shard 0: verified" : "shard 0: FAILED: edited at position 2"),
             directIDs: direct,
             served: GeneratorCounts(requests: 120, ids: 1000),
             auditRequests: [3, 2, 2],
