@@ -228,15 +228,12 @@ public final class PostgresAuditStore: AuditStore {
                 logger: logger
             )
             var read: [ChainedRow] = []
-            for try await (position, hash, id, user, field, actor, reason, before, after, idempotencyKey, requestDigest) in rows.decode(
-                (Int64, ByteBuffer, Int64, String, String, String, String, ByteBuffer?, ByteBuffer?, String, ByteBuffer).self
-            ) {
-                let row = AuditRow(
-                    id: try Self.id(id), user: user, field: field, actor: actor, reason: reason,
-                    before: before.map { Array($0.readableBytesView) }, after: after.map { Array($0.readableBytesView) },
-                    idempotencyKey: idempotencyKey, requestDigest: Array(requestDigest.readableBytesView)
-                )
-                read.append(ChainedRow(position: position, hash: Array(hash.readableBytesView), row: row))
+            for try await row in rows {
+                let columns = row.makeRandomAccess()
+                read.append(ChainedRow(
+                    position: try columns["chain_position"].decode(Int64.self), hash: Array(try columns["chain_hash"].decode(ByteBuffer.self).readableBytesView),
+                    row: try Self.auditRow(columns)
+                ))
             }
             return read
         }
@@ -374,16 +371,10 @@ public final class PostgresAuditStore: AuditStore {
         var head = ChainHead.empty
         var links: [(id: Int64, position: Int64, hash: [UInt8])] = []
         let rows = try await connection.query("SELECT \(unescaped: AuditInsertBatch.columns) FROM stamp_audit_events ORDER BY id", logger: logger)
-        for try await (id, user, field, actor, reason, before, after, idempotencyKey, requestDigest) in rows.decode(
-            (Int64, String, String, String, String, ByteBuffer?, ByteBuffer?, String, ByteBuffer).self
-        ) {
-            let row = AuditRow(
-                id: try Self.id(id), user: user, field: field, actor: actor, reason: reason,
-                before: before.map { Array($0.readableBytesView) }, after: after.map { Array($0.readableBytesView) },
-                idempotencyKey: idempotencyKey, requestDigest: Array(requestDigest.readableBytesView)
-            )
+        for try await stored in rows {
+            let row = try auditRow(stored.makeRandomAccess())
             let link = AuditChain.extend(head, with: row)
-            links.append((id, link.position, link.hash))
+            links.append((row.id.rawValue, link.position, link.hash))
             head = link.head
         }
         try await connection.query("ALTER TABLE stamp_audit_events DISABLE TRIGGER stamp_audit_events_refuse_changes", logger: logger)
@@ -451,23 +442,26 @@ public final class PostgresAuditStore: AuditStore {
         try await perform(action) {
             let rows = try await client.query(query, logger: logger)
             var read: [AuditRow] = []
-            for try await (id, user, field, actor, reason, before, after, idempotencyKey, requestDigest) in rows.decode(
-                (Int64, String, String, String, String, ByteBuffer?, ByteBuffer?, String, ByteBuffer).self
-            ) {
-                read.append(AuditRow(
-                    id: try Self.id(id),
-                    user: user,
-                    field: field,
-                    actor: actor,
-                    reason: reason,
-                    before: before.map { Array($0.readableBytesView) },
-                    after: after.map { Array($0.readableBytesView) },
-                    idempotencyKey: idempotencyKey,
-                    requestDigest: Array(requestDigest.readableBytesView)
-                ))
+            for try await row in rows {
+                read.append(try Self.auditRow(row.makeRandomAccess()))
             }
             return read
         }
+    }
+
+    /// A row from the columns of ``AuditInsertBatch/columns``.
+    private static func auditRow(_ columns: PostgresRandomAccessRow) throws -> AuditRow {
+        AuditRow(
+            id: try id(columns["id"].decode(Int64.self)),
+            user: try columns["user_id"].decode(String.self),
+            field: try columns["field"].decode(String.self),
+            actor: try columns["actor"].decode(String.self),
+            reason: try columns["reason"].decode(String.self),
+            before: try columns["before_value"].decode(ByteBuffer?.self).map { Array($0.readableBytesView) },
+            after: try columns["after_value"].decode(ByteBuffer?.self).map { Array($0.readableBytesView) },
+            idempotencyKey: try columns["idempotency_key"].decode(String.self),
+            requestDigest: Array(try columns["request_digest"].decode(ByteBuffer.self).readableBytesView)
+        )
     }
 
     private static func ids(in rows: PostgresRowSequence) async throws -> [StampID] {
