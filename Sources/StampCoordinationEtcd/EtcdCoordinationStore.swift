@@ -23,22 +23,27 @@ import StampCore
 /// succeeds only while the lease key does not exist; a renewal (which also raises the
 /// reservation) only while the reservation key still names the renewing owner and the lease key is
 /// unchanged, so that a stale owner can never raise the reservation of a node ID another claimed
-/// since. A release deletes the lease key, revokes the etcd lease and keeps the reservation. Tests
-/// may inject a wall clock, on which a lease key then also expires at its recorded time.
+/// since. A release deletes the lease key, revokes the etcd lease and keeps the reservation.
+///
+/// Tests may inject a wall clock: it is then the store's now, and expiry is judged on it, at the
+/// time each lease key records. The etcd leases are then granted ``injectedClockLeaseAllowance``
+/// longer, so that etcd deletes no key while a test moves its clock by hand, however slowly it runs.
 public final class EtcdCoordinationStore: CoordinationStore {
+    /// How much longer than the TTL the etcd leases last when a clock is injected.
+    public static let injectedClockLeaseAllowance = Duration.seconds(600)
+
     private let client: EtcdGatewayClient
     private let prefix: String
     private let clock: (any WallClock)?
-    private let logger: Logger
     private let closed: AsyncStream<Never>
     private let closing: AsyncStream<Never>.Continuation
 
-    /// Creates a store on the cluster of `settings`; `clock` adds its own expiry to etcd's when given.
+    /// Creates a store on the cluster of `settings`, logging member failures at debug level; `clock`,
+    /// when given, is the store's now and adds its own expiry to etcd's.
     public init(settings: EtcdConnectionSettings, clock: (any WallClock)? = nil, logger: Logger) {
         self.client = EtcdGatewayClient(settings: settings, logger: logger)
         self.prefix = settings.location.prefix
         self.clock = clock
-        self.logger = logger
         (closed, closing) = AsyncStream.makeStream()
     }
 
@@ -84,7 +89,7 @@ public final class EtcdCoordinationStore: CoordinationStore {
                 if let leaseID {
                     granted = leaseID
                 } else {
-                    granted = try await client.grantLease(ttl: ttl)
+                    granted = try await client.grantLease(ttl: etcdLeaseTTL(ttl))
                     leaseID = granted
                 }
                 let lease = NodeLease(
@@ -107,10 +112,10 @@ public final class EtcdCoordinationStore: CoordinationStore {
                 // that no one claimed since is still its owner's) or is shorter than `ttl`.
                 let leaseID: Int64
                 let granted: Bool
-                if let current = state.lease?.etcdLease, try await client.keepLeaseAlive(current) * 1000 >= ttl.wholeMilliseconds {
+                if let current = state.lease?.etcdLease, try await client.keepLeaseAlive(current) * 1000 >= etcdLeaseTTL(ttl).wholeMilliseconds {
                     (leaseID, granted) = (current, false)
                 } else {
-                    (leaseID, granted) = (try await client.grantLease(ttl: ttl), true)
+                    (leaseID, granted) = (try await client.grantLease(ttl: etcdLeaseTTL(ttl)), true)
                 }
                 let lease = NodeLease(
                     node: node, owner: owner, address: reservation.address,
@@ -170,7 +175,7 @@ public final class EtcdCoordinationStore: CoordinationStore {
     struct LeaseRecord: Codable, Sendable {
         var owner: String
         var address: String?
-        /// When the lease ends unless renewed, on the wall clock of the node that wrote it (or the injected clock).
+        /// When the lease ends unless renewed, on the store's clock as ``storeNow(wall:memberSecond:)`` reads it (or the injected clock).
         var expiresAt: Int64
     }
 
@@ -246,6 +251,11 @@ public final class EtcdCoordinationStore: CoordinationStore {
             }
         }
         return (nodes, now)
+    }
+
+    /// The TTL of the etcd lease for a lease of `ttl`: `ttl`, or with an injected clock ``injectedClockLeaseAllowance`` more.
+    private func etcdLeaseTTL(_ ttl: Duration) -> Duration {
+        clock == nil ? ttl : ttl + Self.injectedClockLeaseAllowance
     }
 
     /// Whether a lease key counts as held at `now`: it exists (etcd has not expired it) and, with an
