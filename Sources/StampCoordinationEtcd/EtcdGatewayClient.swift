@@ -29,7 +29,8 @@ final class EtcdGatewayClient: Sendable {
         var configuration = HTTPClient.Configuration()
         configuration.tlsConfiguration = settings.tls
         configuration.redirectConfiguration = .disallow
-        configuration.timeout = HTTPClient.Configuration.Timeout(connect: Self.timeAmount(settings.requestTimeout))
+        // The request's deadline ends with the answer's head; the read timeout bounds its body.
+        configuration.timeout = HTTPClient.Configuration.Timeout(connect: Self.timeAmount(settings.requestTimeout), read: Self.timeAmount(settings.requestTimeout))
         http = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
     }
 
