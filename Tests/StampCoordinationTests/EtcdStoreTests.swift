@@ -97,6 +97,23 @@ struct EtcdStoreTests {
         }
     }
 
+    @Test("a member that holds requests unanswered (cut off from the majority) is left after the request timeout, and the next answers from then on")
+    func failsOverFromAHangingMember() async throws {
+        let fresh = try #require(TestEtcdCluster.environment).freshLocation()
+        let proxy = try await FaultProxy()
+        proxy.set(.hang)
+        var location = fresh
+        location.endpoints = [EtcdLocation.Endpoint(host: "127.0.0.1", port: proxy.port)] + fresh.endpoints
+        let settings = try EtcdConnectionSettings(location: location, requestTimeout: .seconds(1))
+        try await running([EtcdCoordinationStore(settings: settings, logger: silentLogger)], preparing: .default) { stores in
+            let held = try #require(try await stores[0].claim(owner: "owner", address: nil, ttl: Self.ttl, nodeCount: 1))
+            _ = try #require(try await stores[0].renew(node: held.node, owner: "owner", ttl: Self.ttl, reservedUntilUnixMilliseconds: 42))
+            try await stores[0].release(node: held.node, owner: "owner")
+        }
+        #expect(proxy.connections == 1, "only the first request went to the hanging member")
+        try await proxy.close()
+    }
+
     @Test("a key under the prefix that Stamp did not write makes the store unavailable rather than guess")
     func foreignKeysAreRefused() async throws {
         let location = try #require(TestEtcdCluster.environment).freshLocation()
