@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "StampDatabase", targets: ["StampDatabase"]),
         .library(name: "StampCoordinationSQLite", targets: ["StampCoordinationSQLite"]),
         .library(name: "StampCoordinationPostgres", targets: ["StampCoordinationPostgres"]),
+        .library(name: "StampCoordinationEtcd", targets: ["StampCoordinationEtcd"]),
         .library(name: "StampAPI", targets: ["StampAPI"]),
         .library(name: "StampHTTP", targets: ["StampHTTP"]),
         .library(name: "StampGeneratorNode", targets: ["StampGeneratorNode"]),
@@ -35,6 +36,7 @@ let package = Package(
         .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.25.0"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.20.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.27.0"),
         .package(url: "https://github.com/apple/swift-crypto.git", "3.9.0"..<"5.0.0"),
     ],
     targets: [
@@ -74,6 +76,18 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Coordination store on an etcd cluster, through its v3 JSON gateway, for nodes that must survive losing any one machine.
+        .target(
+            name: "StampCoordinationEtcd",
+            dependencies: [
+                "StampCore", "StampCoordination",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // The wire types of both HTTP APIs as Codable values: what the servers encode and clients decode. No server.
         .target(
             name: "StampAPI",
@@ -101,7 +115,7 @@ let package = Package(
         .target(
             name: "StampGeneratorNode",
             dependencies: [
-                "StampCore", "StampCoordination", "StampAPI", "StampHTTP", "StampDatabase", "StampCoordinationSQLite", "StampCoordinationPostgres", "StampShardMap",
+                "StampCore", "StampCoordination", "StampAPI", "StampHTTP", "StampDatabase", "StampCoordinationSQLite", "StampCoordinationPostgres", "StampCoordinationEtcd", "StampShardMap",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
@@ -257,7 +271,7 @@ let package = Package(
         .testTarget(
             name: "StampCoordinationTests",
             dependencies: [
-                "StampCore", "StampCoordination", "StampCoordinationSQLite", "StampCoordinationPostgres", "StampTesting",
+                "StampCore", "StampCoordination", "StampCoordinationSQLite", "StampCoordinationPostgres", "StampCoordinationEtcd", "StampTesting",
                 "StampDatabase", "StampDatabaseTesting",
                 .product(name: "Logging", package: "swift-log"),
             ]

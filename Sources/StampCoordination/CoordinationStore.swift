@@ -25,8 +25,8 @@ public struct NodeLease: Sendable, Hashable {
 
 /// Where generator nodes hold their leases and reservations and record the cluster's layout.
 ///
-/// SQLite (one machine) and PostgreSQL (several) implement the same protocol, and one test suite
-/// checks both. Every operation is atomic. Lease expiry is judged on the store's clock, never on
+/// SQLite (one machine), PostgreSQL (several) and etcd (several, surviving the loss of any one)
+/// implement the same protocol, and one test suite checks them all. Every operation is atomic. Lease expiry is judged on the store's clock, never on
 /// the caller's.
 public protocol CoordinationStore: Sendable {
     /// Runs the store's background work, such as a connection pool, until the task is cancelled.

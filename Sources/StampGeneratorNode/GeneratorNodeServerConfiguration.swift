@@ -7,7 +7,7 @@ public struct GeneratorNodeServerConfiguration: Sendable {
     /// Where the HTTP API listens (default `127.0.0.1:7400`) and the bounds on requests.
     public var server: HTTPServerConfiguration
     /// The coordination store (default `sqlite:.stamp/coordination.sqlite`).
-    public var store: DatabaseLocation
+    public var store: CoordinationStoreLocation
     /// The node: layout, lease durations, maximum lead, largest count, minimum lifetime, and the
     /// advertised address (default: where the server listens, with the port it bound).
     public var node: NodeConfiguration
@@ -20,7 +20,7 @@ public struct GeneratorNodeServerConfiguration: Sendable {
 
     public init(
         server: HTTPServerConfiguration = HTTPServerConfiguration(port: 7400),
-        store: DatabaseLocation = .sqlite(path: ".stamp/coordination.sqlite"),
+        store: CoordinationStoreLocation = .database(.sqlite(path: ".stamp/coordination.sqlite")),
         node: NodeConfiguration = NodeConfiguration(),
         shardMapPath: String? = nil,
         token: NodeToken? = nil

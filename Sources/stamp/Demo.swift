@@ -34,6 +34,10 @@ struct Demo: AsyncParsableCommand {
         stamp_demo_coordination and stamp_demo_shard_0..2 are dropped and created; the URL's sslmode and sslrootcert \
         carry over to every process, and a password comes from PGPASSWORD or a password file, never from the URL), \
         else on a throwaway cluster started with initdb and pg_ctl from PATH or the newest /usr/lib/postgresql/*/bin.
+
+        With --etcd, the coordination store is a three-member etcd cluster started in the folder, on loopback, \
+        from the installed etcd (on PATH, /usr/sbin or /sbin; Debian: apt-get install etcd-server); the shards \
+        stay on SQLite, or on PostgreSQL with --postgres.
         """
     )
 
@@ -54,6 +58,9 @@ struct Demo: AsyncParsableCommand {
 
     @Flag(help: "Keep the coordination store and the shards on PostgreSQL instead of SQLite.")
     var postgres = false
+
+    @Flag(help: "Keep the coordination store on a three-member etcd cluster started from the installed etcd.")
+    var etcd = false
 
     @Option(name: .customLong("postgres-url"), help: ArgumentHelp("A PostgreSQL server to use for --postgres instead of a throwaway cluster. [env: STAMP_DEMO_POSTGRES_URL]", valueName: "url"))
     var postgresURL: String?
@@ -100,6 +107,7 @@ struct Demo: AsyncParsableCommand {
         } else if postgres {
             configuration.databases = .throwawayPostgres
         }
+        configuration.etcdCoordination = etcd
         configuration.balancing = noLoadBalancer ? .driver : .haproxyWhenInstalled
         configuration.keepFolder = keep
         configuration.logLevel = level

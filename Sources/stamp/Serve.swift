@@ -21,6 +21,11 @@ struct Serve: AsyncParsableCommand {
         lines HOST:PORT:DATABASE:USER:PASSWORD, mode 600), never from --store, which refuses one. sslmode=require \
         encrypts the connection; sslmode=verify-full also checks the server's certificate against sslrootcert \
         (else the system's authorities) and the host.
+
+        An etcd store (etcd://HOST:PORT,HOST:PORT,.../PREFIX) names members of one cluster, tried in turn; \
+        etcds:// talks TLS and checks each member's certificate against cacert (else the system's authorities). \
+        A user's password comes from STAMP_ETCD_PASSWORD or the file STAMP_ETCD_PASSWORD_FILE names (mode 600), \
+        never from --store, which refuses one.
         """
     )
 
@@ -30,7 +35,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Address to listen on; port 0 binds a free port. [env: STAMP_LISTEN] (default: \(defaults.server.host):\(defaults.server.port))", valueName: "host:port"))
     var listen: String?
 
-    @Option(help: ArgumentHelp("Coordination store: sqlite:PATH or postgres://USER@HOST:PORT/DB[?sslmode=disable|require|verify-full[&sslrootcert=CA.pem]], with no password (PGPASSWORD or a password file holds it). [env: STAMP_STORE] (default: \(defaults.store.text))", valueName: "location"))
+    @Option(help: ArgumentHelp("Coordination store: sqlite:PATH, postgres://USER@HOST:PORT/DB[?sslmode=disable|require|verify-full[&sslrootcert=CA.pem]] with no password (PGPASSWORD or a password file holds it), or etcd://[USER@]HOST:PORT[,HOST:PORT...][/PREFIX] (etcds://...[?cacert=CA.pem] for TLS; STAMP_ETCD_PASSWORD or STAMP_ETCD_PASSWORD_FILE holds a password). [env: STAMP_STORE] (default: \(defaults.store.text))", valueName: "location"))
     var store: String?
 
     @Option(help: ArgumentHelp("URL others reach this node at, recorded with its lease. [env: STAMP_ADVERTISE] (default: http://<listen>, with the port bound)", valueName: "url"))
@@ -97,7 +102,7 @@ struct Serve: AsyncParsableCommand {
         configuration.server.portFile = options.text(portFile, "STAMP_PORT_FILE")
         if let idle = try duration(idleTimeout, "STAMP_IDLE_TIMEOUT", "--idle-timeout") { configuration.server.idleTimeout = idle }
         if let store = options.text(self.store, "STAMP_STORE") {
-            configuration.store = try DatabaseLocation.coordinationStore(parsing: store)
+            configuration.store = try CoordinationStoreLocation(parsing: store)
         }
         if let text = options.text(self.layout, "STAMP_LAYOUT") {
             do {

@@ -1,6 +1,7 @@
 import Logging
 import StampCoordination
 import StampCore
+import StampCoordinationEtcd
 import StampCoordinationPostgres
 import StampCoordinationSQLite
 import StampDatabase
@@ -18,17 +19,22 @@ import Foundation
 enum StoreBackend: Sendable, CustomTestStringConvertible {
     case sqlite
     case postgres
+    case etcd
     /// The test support store that node and server tests run on, held to the same behaviour.
     case inMemory
 
     /// The backends this run can test: SQLite and the in-memory store always, PostgreSQL when
-    /// `STAMP_TEST_POSTGRES_URL` names a server.
-    static let testable: [StoreBackend] = TestPostgresServer.environment == nil ? [.sqlite, .inMemory] : [.sqlite, .postgres, .inMemory]
+    /// `STAMP_TEST_POSTGRES_URL` names a server, etcd when `STAMP_TEST_ETCD_ENDPOINTS` names a cluster.
+    static let testable: [StoreBackend] = [.sqlite]
+        + (TestPostgresServer.environment == nil ? [] : [.postgres])
+        + (TestEtcdCluster.environment == nil ? [] : [.etcd])
+        + [.inMemory]
 
     var testDescription: String {
         switch self {
         case .sqlite: "SQLite"
         case .postgres: "PostgreSQL"
+        case .etcd: "etcd"
         case .inMemory: "in memory"
         }
     }
@@ -40,7 +46,8 @@ let silentLogger = Logger(label: "stamp.tests", factory: { _ in SwiftLogNoOpLogH
 /// Runs `body` with `count` running stores of `backend` that share one fresh database.
 ///
 /// The stores judge time on `clock`, or on their default clock (the system's for SQLite, the
-/// server's for PostgreSQL, one set to the system's time for the in-memory store) when it is `nil`. Each store is prepared with `layout` unless it is `nil`.
+/// server's for PostgreSQL, etcd's leases for etcd, one set to the system's time for the in-memory
+/// store) when it is `nil`. The etcd stores share a fresh key prefix, as the others share a fresh database. Each store is prepared with `layout` unless it is `nil`.
 func withStores(
     _ backend: StoreBackend,
     count: Int = 1,
@@ -71,6 +78,13 @@ func withStores(
             }
             try await running(stores, preparing: layout, body)
         }
+    case .etcd:
+        let cluster = try #require(TestEtcdCluster.environment, "STAMP_TEST_ETCD_ENDPOINTS is not set")
+        let settings = try EtcdConnectionSettings(location: cluster.freshLocation())
+        let stores: [any CoordinationStore] = (0..<count).map { _ in
+            EtcdCoordinationStore(settings: settings, clock: clock, logger: silentLogger)
+        }
+        try await running(stores, preparing: layout, body)
     case .inMemory:
         let store = InMemoryCoordinationStore(clock: clock ?? ManualWallClock(unixMilliseconds: SystemWallClock().unixMilliseconds()))
         // One store that every caller shares, as a database is shared: it runs and closes once.
@@ -79,7 +93,7 @@ func withStores(
 }
 
 /// Runs each store for the duration of `body`, then closes them all, whether `body` throws or not.
-private func running(
+func running(
     _ stores: [any CoordinationStore],
     preparing layout: IDLayout?,
     _ body: ([any CoordinationStore]) async throws -> Void

@@ -4,7 +4,7 @@ import StampDatabaseTesting
 import StampTesting
 import Testing
 
-/// The behaviour every coordination store must show, checked against SQLite and PostgreSQL alike.
+/// The behaviour every coordination store must show, checked against SQLite, PostgreSQL and etcd alike.
 ///
 /// Every test runs once per backend in ``StoreBackend/testable``. Time moves only when a test
 /// advances the manual wall clock, so expiry is exact and nothing sleeps.

@@ -49,7 +49,7 @@ struct ListeningTests {
         var configuration = GeneratorNodeServerConfiguration()
         configuration.server.port = 0
         configuration.server.portFile = folder.appendingPathComponent("port").path
-        configuration.store = .sqlite(path: folder.appendingPathComponent("coordination.sqlite").path)
+        configuration.store = .database(.sqlite(path: folder.appendingPathComponent("coordination.sqlite").path))
         let log = RecordingLogHandler.Records()
         let application = try buildApplication(configuration: configuration, logger: log.logger())
         try await withThrowingTaskGroup { group in

@@ -7,6 +7,7 @@ import Testing
 @Suite("Cluster processes", .serialized)
 struct ClusterProcessTests {
     static let postgresURL = ProcessInfo.processInfo.environment["STAMP_TEST_POSTGRES_PROCESS_URL"]
+    static let etcdEndpoints = ProcessInfo.processInfo.environment["STAMP_TEST_ETCD_ENDPOINTS"]
 
     @Test func threeNodesOnSQLite() async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("stamp-process-\(UUID().uuidString)")
@@ -21,6 +22,16 @@ struct ClusterProcessTests {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
         try await runCluster(store: Self.postgresURL!, directory: directory)
+    }
+
+    /// The same on the test etcd cluster, under a prefix of its own; etcd raises the 2 s lease TTL to
+    /// its shortest lease (3 s with the test cluster's heartbeat), which only delays a successor.
+    @Test(.enabled(if: etcdEndpoints != nil, "set STAMP_TEST_ETCD_ENDPOINTS (scripts/test does)"))
+    func threeNodesOnEtcd() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("stamp-process-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try await runCluster(store: "etcd://\(Self.etcdEndpoints!)/stamp-process/\(UUID().uuidString.lowercased())", directory: directory)
     }
 
     /// A node started with a shard map issues IDs only for the shards it lists, and sees a new
@@ -167,7 +178,8 @@ struct ClusterProcessTests {
         let duplicates = zip(all, all.dropFirst()).filter { $0 == $1 }.count
         let orderViolations = observations.map(\.orderViolations).reduce(0, +)
         let failures = observations.map(\.failures).reduce(0, +)
-        print("process test on \(store.hasPrefix("sqlite") ? "SQLite" : "PostgreSQL"): ids=\(all.count) duplicates=\(duplicates) order_violations=\(orderViolations) failed_requests=\(failures)")
+        let kind = store.hasPrefix("sqlite") ? "SQLite" : store.hasPrefix("etcd") ? "etcd" : "PostgreSQL"
+        print("process test on \(kind): ids=\(all.count) duplicates=\(duplicates) order_violations=\(orderViolations) failed_requests=\(failures)")
         #expect(duplicates == 0)
         #expect(orderViolations == 0)
         #expect(all.count > 4 * requestsPerClient * 50 / 2, "most requests must succeed while one node restarts")

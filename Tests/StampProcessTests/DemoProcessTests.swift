@@ -8,6 +8,7 @@ import Testing
 struct DemoProcessTests {
     static let postgresURL = ProcessInfo.processInfo.environment["STAMP_TEST_POSTGRES_PROCESS_URL"]
     static let haproxyInstalled = ExecutableSearch.find("haproxy", extraDirectories: ExecutableSearch.systemDirectories) != nil
+    static let etcdInstalled = ExecutableSearch.find("etcd", extraDirectories: ExecutableSearch.systemDirectories) != nil
     static let driverSpreads = "no load balancer: the driver spreads requests round-robin over 3 audit servers"
 
     @Test func demoOnSQLite() async throws {
@@ -20,6 +21,15 @@ struct DemoProcessTests {
     func demoOnPostgreSQL() async throws {
         let report = try await runDemo(extraArguments: ["--postgres-url", Self.postgresURL!, "--no-load-balancer"])
         #expect(Self.topology(report).hasSuffix(Self.driverSpreads))
+    }
+
+    /// With etcd installed (scripts/test installs it), `--etcd` runs the generators on a three-member cluster.
+    @Test(.enabled(if: etcdInstalled, "install etcd (apt-get install etcd-server; scripts/test does as root)"))
+    func demoOnEtcd() async throws {
+        let report = try await runDemo(extraArguments: ["--etcd", "--no-load-balancer"])
+        let topology = Self.topology(report)
+        #expect(topology.hasPrefix("3 generators on etcd (3 members), "), "the topology line names etcd: \(topology)")
+        #expect(topology.hasSuffix(Self.driverSpreads))
     }
 
     /// With HAProxy installed (scripts/test installs it), the demo's requests go through it.

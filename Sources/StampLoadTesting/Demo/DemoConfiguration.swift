@@ -38,6 +38,9 @@ public struct DemoConfiguration: Sendable {
     /// The fraction of requests that are history reads, from 0 up to (not including) 1.
     public var readFraction = 0.1
     public var databases = Databases.sqlite
+    /// Whether the coordination store is a three-member etcd cluster started for the run from the
+    /// installed `etcd`, instead of a database of the shards' kind.
+    public var etcdCoordination = false
     public var balancing = Balancing.haproxyWhenInstalled
     /// Whether the run's folder (logs and databases) is kept.
     public var keepFolder = false

@@ -49,14 +49,15 @@ struct DemoTopology: Sendable {
         output.note("stamp demo: folder \(folder.path)")
 
         let databases = try await prepareDatabases(logs: logs)
+        let coordination = try await prepareCoordination(databases: databases, http: http)
         let mapPath = folder.appendingPathComponent("shard-map.json").path
         try ShardMap.even(databases: databases.shards).write(to: mapPath)
 
         let generators = try await startServers(count: DemoConfiguration.generatorCount, name: "generator", http: http, logs: logs, ports: ports) { portFile in
-            (["serve", "--listen", "127.0.0.1:0", "--port-file", portFile, "--store", databases.coordination.text, "--shard-map", mapPath, "--log-level", level], ["STAMP_TOKEN": generatorToken])
+            (["serve", "--listen", "127.0.0.1:0", "--port-file", portFile, "--store", coordination.location, "--shard-map", mapPath, "--log-level", level], ["STAMP_TOKEN": generatorToken])
         }
         let generatorURLs = generators.map(\.url)
-        output.note("  generators:    \(generatorURLs.joined(separator: " ")) (coordination store: \(databases.kind))")
+        output.note("  generators:    \(generatorURLs.joined(separator: " ")) (coordination store: \(coordination.kind))")
 
         let secrets = [
             "STAMP_AUDIT_DATA_KEY": ValueSealer.generateKey(),
@@ -73,7 +74,8 @@ struct DemoTopology: Sendable {
         let chains = ChainCheck(executable: configuration.stampExecutable, mapPath: mapPath, environment: secrets, log: logs.appendingPathComponent("verify.log").path)
         output.note("  audit servers: \(auditURLs.joined(separator: " ")) (\(DemoConfiguration.shardCount) shards: \(databases.kind))")
 
-        let setting = "\(DemoConfiguration.generatorCount) generators, \(DemoConfiguration.auditServerCount) audit servers, \(DemoConfiguration.shardCount) shards on \(databases.kind)"
+        let store = configuration.etcdCoordination ? " on \(coordination.kind)" : ""
+        let setting = "\(DemoConfiguration.generatorCount) generators\(store), \(DemoConfiguration.auditServerCount) audit servers, \(DemoConfiguration.shardCount) shards on \(databases.kind)"
         let haproxy = configuration.balancing == .haproxyWhenInstalled ? await HAProxy.find() : nil
         guard let haproxy else {
             let spread = "the driver spreads requests round-robin over \(auditURLs.count) audit servers"
@@ -298,6 +300,14 @@ struct DemoTopology: Sendable {
             texts.append(Substring(String(buffer: body)))
         }
         return texts
+    }
+
+    /// The generators' coordination store: the database prepared for it, or a three-member etcd cluster started now.
+    private func prepareCoordination(databases: (coordination: DatabaseLocation, shards: [DatabaseLocation], kind: String), http: HTTPClient) async throws -> (location: String, kind: String) {
+        guard configuration.etcdCoordination else { return (databases.coordination.text, databases.kind) }
+        let cluster = try await ThrowawayEtcdCluster.start(in: folder, supervisor: supervisor, http: http)
+        output.note("  etcd:          \(cluster.endpoints.joined(separator: " "))")
+        return (cluster.storeLocation(), "etcd (\(ThrowawayEtcdCluster.memberCount) members)")
     }
 
     /// Where the coordination store and the shards live: SQLite files in the folder, or PostgreSQL databases created fresh.
