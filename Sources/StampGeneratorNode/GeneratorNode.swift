@@ -142,6 +142,7 @@ public final class GeneratorNode<C: Clock<Duration>>: Service, Sendable where C.
                 logger.notice("the node ID has no stored reservation; issuing waits until the wall clock passes the claim time plus the maximum lead", metadata: [
                     "stamp.node_id": "\(lease.node)",
                     "stamp.issuing_from": "\(RFC3339.format(unixMilliseconds: claimedAt + configuration.maxLeadMilliseconds + 1))",
+                    "stamp.monotonic_us": "\(MonotonicTime.microseconds())",
                 ])
             }
             let floor = floorUnixMilliseconds - configuration.layout.epochUnixMilliseconds

@@ -34,6 +34,9 @@ struct CheckHistory: ParsableCommand {
     @Option(help: ArgumentHelp("The nodes' --lease-margin.", valueName: "duration"))
     var leaseMargin: String
 
+    @Option(help: ArgumentHelp("The nodes' --max-lead.", valueName: "duration"))
+    var maxLead: String = "1s"
+
     @Option(help: ArgumentHelp("How late past its bound a node may still refuse or recover (a renewal's round trip and scheduling).", valueName: "duration"))
     var tolerance: String = "500ms"
 
@@ -45,6 +48,7 @@ struct CheckHistory: ParsableCommand {
         _ = try DurationText.parse(leaseTtl, name: "--lease-ttl")
         _ = try DurationText.parse(leaseMargin, name: "--lease-margin")
         _ = try DurationText.parse(tolerance, name: "--tolerance")
+        _ = try DurationText.parse(maxLead, name: "--max-lead")
     }
 
     func run() throws {
@@ -60,6 +64,7 @@ struct CheckHistory: ParsableCommand {
             layout: try layoutOptions.resolved(),
             leaseTTL: try DurationText.parse(leaseTtl, name: "--lease-ttl"),
             leaseMargin: try DurationText.parse(leaseMargin, name: "--lease-margin"),
+            maxLead: try DurationText.parse(maxLead, name: "--max-lead"),
             tolerance: try DurationText.parse(tolerance, name: "--tolerance")
         )
         let report = checker.check()

@@ -123,6 +123,13 @@ struct HistoryCheckerTests {
         storeDown.dropCalls(node: 1, startingIn: 1_990_000..<6_600_000)
         let down = storeDown.check()
         #expect(down.broken == ["fault 1 (store-stop store): n2 served again 1600 ms after the store's return, beyond one renewal (1000 ms)"], "failed calls are expected while the store is down; a slow recovery is not")
+
+        // A node ID claimed with no stored reservation waits for the maximum lead (1 s) on top.
+        storeDown.n2.insert(NodeLogEvent(kind: .claimedWithoutReservation, microseconds: 5_200_000), at: 1)
+        #expect(storeDown.check().passed)
+        storeDown.n2[3] = NodeLogEvent(kind: .issuing(node: 1), microseconds: 7_600_000)
+        storeDown.dropCalls(node: 1, startingIn: 6_600_000..<7_600_000)
+        #expect(storeDown.check().broken == ["fault 1 (store-stop store): n2 served again 2600 ms after the store's return, beyond one renewal and the maximum lead (2000 ms)"])
     }
 
     @Test func aNodeWhoseClockMovedMustRefuseWithinOneRenewal() {
@@ -160,6 +167,8 @@ struct HistoryCheckerTests {
         #expect(NodeLogEvent(line: skewed) == NodeLogEvent(kind: .stopped(reason: .clockSkewed), microseconds: 77))
         let issuing = "2026-12-02T02:40:00+0000 notice stamp : stamp.monotonic_us=80 stamp.node_id=2 [StampGeneratorNode] issuing IDs"
         #expect(NodeLogEvent(line: issuing) == NodeLogEvent(kind: .issuing(node: 2), microseconds: 80))
+        let fresh = "2026-12-02T02:40:00+0000 notice stamp: stamp.issuing_from=2026-12-02T03:08:46.003Z stamp.monotonic_us=90 stamp.node_id=4 [StampGeneratorNode] the node ID has no stored reservation; issuing waits until the wall clock passes the claim time plus the maximum lead"
+        #expect(NodeLogEvent(line: fresh) == NodeLogEvent(kind: .claimedWithoutReservation, microseconds: 90))
         #expect(NodeLogEvent(line: "2026-12-02T02:40:00+0000 info stamp : [StampGeneratorNode] coordination store ready") == nil)
 
         #expect(Fault(line: "clock-back-1h n3 10 20") == Fault(kind: .clockBack1h, target: "n3", startWallMicroseconds: 10, endWallMicroseconds: 20))

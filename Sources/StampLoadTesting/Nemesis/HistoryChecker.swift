@@ -44,17 +44,20 @@ public struct HistoryChecker: Sendable {
     public var leaseTTL: Duration
     /// The nodes' `--lease-margin`.
     public var leaseMargin: Duration
+    /// The nodes' `--max-lead`: how long a claim of a node ID with no stored reservation waits before its first ID.
+    public var maxLead: Duration
     /// How late after its bound a node may still refuse or recover: the time a renewal takes and
     /// the scheduling of processes on a loaded machine.
     public var tolerance: Duration
 
-    public init(clients: [ClientHost], nodes: [NodeHost], faults: [Fault], layout: IDLayout = .default, leaseTTL: Duration, leaseMargin: Duration, tolerance: Duration = .milliseconds(500)) {
+    public init(clients: [ClientHost], nodes: [NodeHost], faults: [Fault], layout: IDLayout = .default, leaseTTL: Duration, leaseMargin: Duration, maxLead: Duration = .seconds(1), tolerance: Duration = .milliseconds(500)) {
         self.clients = clients
         self.nodes = nodes
         self.faults = faults
         self.layout = layout
         self.leaseTTL = leaseTTL
         self.leaseMargin = leaseMargin
+        self.maxLead = maxLead
         self.tolerance = tolerance
     }
 
@@ -161,9 +164,12 @@ public struct HistoryChecker: Sendable {
                     problems.append("\(name) issued for \(Self.milliseconds(refused - lastSent)) ms after its last renewal, beyond ttl - margin")
                 }
                 if let served = firstIssuing(of: host, after: end) {
-                    parts.append("served again \(Self.milliseconds(served - end)) ms after the heal")
-                    if fault.kind == .storeStop, served - end > renewal + slack {
-                        problems.append("\(name) served again \(Self.milliseconds(served - end)) ms after the store's return, beyond one renewal (\(Self.milliseconds(renewal)) ms)")
+                    // A node ID claimed with no stored reservation issues only after the maximum lead, by design.
+                    let fresh = host.events.contains { $0.kind == .claimedWithoutReservation && $0.microseconds >= end && $0.microseconds <= served }
+                    let bound = renewal + (fresh ? maxLead.wholeMicroseconds : 0)
+                    parts.append("served again \(Self.milliseconds(served - end)) ms after the heal\(fresh ? " (a node ID with no stored reservation)" : "")")
+                    if fault.kind == .storeStop, served - end > bound + slack {
+                        problems.append("\(name) served again \(Self.milliseconds(served - end)) ms after the store's return, beyond one renewal\(fresh ? " and the maximum lead" : "") (\(Self.milliseconds(bound)) ms)")
                     }
                 } else {
                     parts.append("never served again")

@@ -11,6 +11,8 @@ public struct NodeLogEvent: Sendable, Equatable {
         case confirmed(node: Int, sentMicroseconds: Int64, validUntilMicroseconds: Int64)
         /// The node became ready to issue IDs (`issuing IDs`).
         case issuing(node: Int)
+        /// The node claimed a node ID with no stored reservation, so its first ID waits for the maximum lead.
+        case claimedWithoutReservation
         /// The node stopped issuing: lease not confirmed in time, lost to another process, or clock skewed.
         case stopped(reason: StopReason)
     }
@@ -44,6 +46,8 @@ public struct NodeLogEvent: Sendable, Equatable {
         guard let time = number("stamp.monotonic_us") else { return nil }
         if line.hasSuffix("] issuing IDs"), let node = number("stamp.node_id") {
             self.init(kind: .issuing(node: Int(node)), microseconds: time)
+        } else if line.contains("] the node ID has no stored reservation;") {
+            self.init(kind: .claimedWithoutReservation, microseconds: time)
         } else if line.hasSuffix("] lease not confirmed within ttl - margin; stopped issuing") {
             self.init(kind: .stopped(reason: .leaseExpired), microseconds: time)
         } else if line.hasSuffix("] another process holds the node ID; stopped issuing") {
