@@ -48,7 +48,7 @@ public final class GeneratorNode<C: Clock<Duration>>: Service, Sendable where C.
         logger[metadataKey: "stamp.owner"] = .string(owner)
         self.logger = logger
         self.metrics = NodeMetrics(layout: configuration.layout, factory: metricsFactory)
-        self.state = Mutex(State(keeper: LeaseKeeper(configuration: configuration.lease)))
+        self.state = Mutex(State(keeper: LeaseKeeper(configuration: configuration.lease, maxLeadMilliseconds: configuration.maxLeadMilliseconds)))
     }
 
     /// Prepares the store, then keeps the lease until graceful shutdown, and releases it.
