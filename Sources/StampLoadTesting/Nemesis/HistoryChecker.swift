@@ -132,8 +132,8 @@ public struct HistoryChecker: Sendable {
         report.figure("client_order_violations", clientOrderViolations)
         report.figure("late_ids", lateIDs)
         report.figure("faults", sortedFaults.count)
-        for kind in Fault.Kind.allCases where failedPerKind[kind] != nil {
-            report.figure("failed_\(kind.rawValue.replacingOccurrences(of: "-", with: "_"))", failedPerKind[kind]!)
+        for kind in Fault.Kind.allCases {
+            if let failures = failedPerKind[kind] { report.figure("failed_\(kind.rawValue.replacingOccurrences(of: "-", with: "_"))", failures) }
         }
         report.figure("longest_no_success_ms", Self.milliseconds(longestGap))
         report.figure("broken", broken.count)
