@@ -11,7 +11,12 @@ import StampCore
 /// the last successful claim or renewal was *sent*; after that, or when the store says another
 /// process owns the node ID, stop issuing and claim again. While the node's wall clock is further
 /// from the store's than `maxClockSkew` (measured at each claim and renewal), issue nothing and
-/// persist no reservation made from that clock; keep renewing, and resume once it is back.
+/// persist no reservation made from that clock; keep renewing, and resume once it is back. A
+/// reservation also never starts further ahead of the store's clock, as estimated from the last
+/// confirmation, than that bound plus twice the node's maximum lead (the furthest a node's logical
+/// time runs ahead of the store's on its own: the first ID of a node ID claimed with no stored
+/// reservation): a clock that jumped ahead since the last renewal is found out only by the next one,
+/// which must not persist a reservation from it.
 public struct LeaseKeeper<Instant: InstantProtocol>: Sendable where Instant.Duration == Duration, Instant: Sendable {
     /// What the shell should do next.
     public enum Action: Sendable, Equatable {
@@ -37,11 +42,16 @@ public struct LeaseKeeper<Instant: InstantProtocol>: Sendable where Instant.Dura
     public private(set) var clockSkewMilliseconds: Int64 = 0
 
     public let configuration: LeaseConfiguration
+    /// The node's maximum lead of logical time over its wall clock, in milliseconds.
+    public let maxLeadMilliseconds: Int64
     private var confirmedAt: Instant?
+    /// The store's clock when the last confirmation was answered, in Unix milliseconds.
+    private var storeUnixMillisecondsAtConfirmation: Int64 = 0
     private var retryAt: Instant?
 
-    public init(configuration: LeaseConfiguration) {
+    public init(configuration: LeaseConfiguration, maxLeadMilliseconds: Int64 = 0) {
         self.configuration = configuration
+        self.maxLeadMilliseconds = maxLeadMilliseconds
     }
 
     /// Whether IDs may be issued at `now`: a lease is held, confirmed recently enough, a
@@ -75,7 +85,10 @@ public struct LeaseKeeper<Instant: InstantProtocol>: Sendable where Instant.Dura
             return .wait(until: min(renewalDue, validUntil))
         }
         let window = configuration.reservationWindow.wholeMilliseconds
-        let base = max(logicalUnixMilliseconds, floorUnixMilliseconds)
+        // The store's clock now is at most its reading at the last confirmation plus the time since it was sent.
+        let storeNow = storeUnixMillisecondsAtConfirmation + confirmedAt.duration(to: now).wholeMilliseconds
+        let furthest = storeNow + configuration.maxClockSkew.wholeMilliseconds + 2 * maxLeadMilliseconds
+        let base = max(min(logicalUnixMilliseconds, furthest), floorUnixMilliseconds)
         let headroom = reservedUntilUnixMilliseconds - base
         if now >= renewalDue || headroom <= window / 2 {
             return .renew(node: lease.node, reservedUntilUnixMilliseconds: base + window)
@@ -90,7 +103,7 @@ public struct LeaseKeeper<Instant: InstantProtocol>: Sendable where Instant.Dura
         self.lease = lease
         floorUnixMilliseconds = lease.reservedUntilUnixMilliseconds
         reservedUntilUnixMilliseconds = lease.reservedUntilUnixMilliseconds
-        confirm(sentAt: sentAt)
+        confirm(lease, sentAt: sentAt)
     }
 
     /// A claim failed, or found every node ID held; try again after the retry interval.
@@ -103,7 +116,7 @@ public struct LeaseKeeper<Instant: InstantProtocol>: Sendable where Instant.Dura
         guard self.lease?.node == lease.node else { return }
         self.lease = lease
         reservedUntilUnixMilliseconds = max(reservedUntilUnixMilliseconds, lease.reservedUntilUnixMilliseconds)
-        confirm(sentAt: sentAt)
+        confirm(lease, sentAt: sentAt)
     }
 
     /// A claim or renewal measured the node's wall clock `milliseconds` from the store's (positive: ahead).
@@ -135,9 +148,10 @@ public struct LeaseKeeper<Instant: InstantProtocol>: Sendable where Instant.Dura
         dropLease()
     }
 
-    private mutating func confirm(sentAt: Instant) {
+    private mutating func confirm(_ lease: NodeLease, sentAt: Instant) {
         if let confirmedAt, sentAt < confirmedAt { return }
         confirmedAt = sentAt
+        storeUnixMillisecondsAtConfirmation = lease.expiresAtUnixMilliseconds - configuration.ttl.wholeMilliseconds
         validUntil = sentAt.advanced(by: configuration.issuingPeriod)
         retryAt = nil
     }

@@ -48,7 +48,7 @@ public final class GeneratorNode<C: Clock<Duration>>: Service, Sendable where C.
         logger[metadataKey: "stamp.owner"] = .string(owner)
         self.logger = logger
         self.metrics = NodeMetrics(layout: configuration.layout, factory: metricsFactory)
-        self.state = Mutex(State(keeper: LeaseKeeper(configuration: configuration.lease)))
+        self.state = Mutex(State(keeper: LeaseKeeper(configuration: configuration.lease, maxLeadMilliseconds: configuration.maxLeadMilliseconds)))
     }
 
     /// Prepares the store, then keeps the lease until graceful shutdown, and releases it.
@@ -86,7 +86,7 @@ public final class GeneratorNode<C: Clock<Duration>>: Service, Sendable where C.
             if state.keeper.lease == nil, state.generator != nil {
                 state.generator = nil
                 metrics.leaseHeld.record(0)
-                logger.error("lease not confirmed within ttl - margin; stopped issuing")
+                logger.error("lease not confirmed within ttl - margin; stopped issuing", metadata: ["stamp.monotonic_us": "\(MonotonicTime.microseconds())"])
             }
             return action
         }
@@ -142,6 +142,7 @@ public final class GeneratorNode<C: Clock<Duration>>: Service, Sendable where C.
                 logger.notice("the node ID has no stored reservation; issuing waits until the wall clock passes the claim time plus the maximum lead", metadata: [
                     "stamp.node_id": "\(lease.node)",
                     "stamp.issuing_from": "\(RFC3339.format(unixMilliseconds: claimedAt + configuration.maxLeadMilliseconds + 1))",
+                    "stamp.monotonic_us": "\(MonotonicTime.microseconds())",
                 ])
             }
             let floor = floorUnixMilliseconds - configuration.layout.epochUnixMilliseconds
@@ -149,10 +150,11 @@ public final class GeneratorNode<C: Clock<Duration>>: Service, Sendable where C.
                 generatorState.advance(toTimeAtLeast: floor)
                 generatorState.timeLimit = floor
             }
-            state.withLock { state in
+            let validUntil = state.withLock { state in
                 state.keeper.claimSucceeded(lease, sentAt: sentAt)
                 state.generator = generator
                 state.reportedBackwardSteps = 0
+                return state.keeper.validUntil
             }
             measureClockSkew(against: lease, wallBefore: wallBefore, wallAfter: wallAfter)
             metrics.claims["ok"]?.increment()
@@ -160,7 +162,7 @@ public final class GeneratorNode<C: Clock<Duration>>: Service, Sendable where C.
             logger.info("claimed node ID", metadata: [
                 "stamp.node_id": "\(lease.node)",
                 "stamp.floor": "\(RFC3339.format(unixMilliseconds: floorUnixMilliseconds))",
-            ])
+            ].merging(validityMetadata(sentAt: sentAt, validUntil: validUntil)) { first, _ in first })
         } catch {
             state.withLock { $0.keeper.claimFailed(at: clock.now) }
             metrics.claims["error"]?.increment()
@@ -174,14 +176,18 @@ public final class GeneratorNode<C: Clock<Duration>>: Service, Sendable where C.
         do {
             if let lease = try await store.renew(node: node, owner: owner, ttl: configuration.lease.ttl, reservedUntilUnixMilliseconds: reservedUntilUnixMilliseconds) {
                 let wallAfter = wallClock.unixMilliseconds()
-                state.withLock { state in
+                let validUntil = state.withLock { state in
                     state.keeper.renewSucceeded(lease, sentAt: sentAt)
                     let limit = state.keeper.reservedUntilUnixMilliseconds - configuration.layout.epochUnixMilliseconds
                     state.generator?.withState { $0.timeLimit = limit }
+                    return state.keeper.validUntil
                 }
                 measureClockSkew(against: lease, wallBefore: wallBefore, wallAfter: wallAfter)
                 metrics.renewals["ok"]?.increment()
-                logger.trace("renewed lease", metadata: ["stamp.node_id": "\(node)", "stamp.reserved_until": "\(reservedUntilUnixMilliseconds)"])
+                logger.debug("renewed lease", metadata: [
+                    "stamp.node_id": "\(node)",
+                    "stamp.reserved_until": "\(reservedUntilUnixMilliseconds)",
+                ].merging(validityMetadata(sentAt: sentAt, validUntil: validUntil)) { first, _ in first })
             } else {
                 state.withLock { state in
                     state.keeper.ownershipLost()
@@ -189,7 +195,7 @@ public final class GeneratorNode<C: Clock<Duration>>: Service, Sendable where C.
                 }
                 metrics.renewals["lost"]?.increment()
                 metrics.leaseHeld.record(0)
-                logger.error("another process holds the node ID; stopped issuing", metadata: ["stamp.node_id": "\(node)"])
+                logger.error("another process holds the node ID; stopped issuing", metadata: ["stamp.node_id": "\(node)", "stamp.monotonic_us": "\(MonotonicTime.microseconds())"])
             }
         } catch {
             state.withLock { $0.keeper.renewFailed(at: clock.now) }
@@ -214,6 +220,7 @@ public final class GeneratorNode<C: Clock<Duration>>: Service, Sendable where C.
             "stamp.node_id": "\(lease.node)",
             "stamp.clock_skew_ms": "\(skew)",
             "stamp.max_clock_skew_ms": "\(configuration.lease.maxClockSkew.wholeMilliseconds)",
+            "stamp.monotonic_us": "\(MonotonicTime.microseconds())",
         ]
         if isSkewed, !wasSkewed {
             logger.error("the wall clock differs from the coordination store's beyond the bound; stopped issuing until it is back", metadata: metadata)
@@ -230,7 +237,16 @@ public final class GeneratorNode<C: Clock<Duration>>: Service, Sendable where C.
             defer { state.announcedIssuing = isReady }
             return isReady && !state.announcedIssuing ? state.keeper.lease?.node : nil
         }
-        if let node { logger.notice("issuing IDs", metadata: ["stamp.node_id": "\(node)"]) }
+        if let node { logger.notice("issuing IDs", metadata: ["stamp.node_id": "\(node)", "stamp.monotonic_us": "\(MonotonicTime.microseconds())"]) }
+    }
+
+    /// The metadata of a confirmed claim or renewal: when it was sent and until when the lease may be
+    /// used, as readings of the machine's monotonic clock (``MonotonicTime``), so that a checker can
+    /// tell whether an ID was received while the lease was valid.
+    private func validityMetadata(sentAt: C.Instant, validUntil: C.Instant?) -> Logger.Metadata {
+        var metadata: Logger.Metadata = ["stamp.sent_at_us": "\(MonotonicTime.microseconds(at: sentAt, of: clock))"]
+        if let validUntil { metadata["stamp.valid_until_us"] = "\(MonotonicTime.microseconds(at: validUntil, of: clock))" }
+        return metadata
     }
 
     /// Ends the lease in the store, keeping its reservation, and stops issuing.

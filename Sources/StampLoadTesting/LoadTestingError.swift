@@ -10,6 +10,8 @@ public struct LoadTestingError: Error, Sendable, CustomStringConvertible {
         case notReady = "not-ready"
         /// The run's folder, files, sockets or databases could not be set up.
         case setupFailed = "setup-failed"
+        /// A history file, node log or fault schedule for the checker could not be read.
+        case badHistory = "bad-history"
     }
 
     public let code: Code

@@ -37,6 +37,9 @@ struct Load: AsyncParsableCommand {
     @Option(help: ArgumentHelp("How often each client rereads /v1/cluster.", valueName: "duration"))
     var discoveryInterval: String = "2s"
 
+    @Option(help: ArgumentHelp("Write every call (its ID or failure, and its times) to this file at the end, for `stamp check-history`.", valueName: "path"))
+    var record: String?
+
     func validate() throws {
         guard rate >= 0, rate <= 10_000_000 else { throw ValidationError("--rate must be between 0 and 10000000") }
         guard (1...256).contains(clients) else { throw ValidationError("--clients must be between 1 and 256") }
@@ -52,9 +55,9 @@ struct Load: AsyncParsableCommand {
         client.token = try nodes.token()
         if prefetch > 0 { client.prefetch = StampClientConfiguration.Prefetch(capacity: prefetch) }
         client.coalescing = requestsInFlight > 0 ? StampClientConfiguration.Coalescing(requestsInFlight: requestsInFlight) : nil
-        let configuration = LoadConfiguration(client: client, rate: rate, duration: try DurationText.parse(duration, name: "--duration"), clients: clients, shard: shard)
+        let configuration = LoadConfiguration(client: client, rate: rate, duration: try DurationText.parse(duration, name: "--duration"), clients: clients, shard: shard, historyPath: record)
         let printer = ProgressPrinter()
-        let report = await LoadRun(configuration: configuration, logger: ClientLogging.logger(level: .error), output: printer.output).run()
+        let report = try await LoadRun(configuration: configuration, logger: ClientLogging.logger(level: .error), output: printer.output).run()
         printer.endLine()
         print(report)
         if !report.passed { throw ExitCode.failure }

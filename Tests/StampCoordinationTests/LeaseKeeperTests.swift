@@ -44,6 +44,19 @@ struct LeaseKeeperTests {
         #expect(idle.nextAction(now: at(3334), logicalUnixMilliseconds: Self.wall) == .renew(node: 2, reservedUntilUnixMilliseconds: Self.wall + 3000))
     }
 
+    @Test func aClockThatJumpedAheadSinceTheLastRenewalReservesNothingFromIt() {
+        var keeper = LeaseKeeper<Instant>(configuration: LeaseConfiguration(), maxLeadMilliseconds: 1000)
+        keeper.claimSucceeded(lease(reservedUntil: 0), sentAt: at(0))
+        keeper.renewSucceeded(lease(reservedUntil: Self.wall + 3000), sentAt: at(0))
+        // An hour ahead at the next renewal, 3334 ms later: the skew is measured only by that renewal, so
+        // the reservation it persists starts no further ahead of the store's clock (the lease's expiry
+        // less the TTL, plus the time since) than the skew bound and twice the maximum lead.
+        let hourAhead = Self.wall + 3334 + 3_600_000
+        #expect(keeper.nextAction(now: at(3334), logicalUnixMilliseconds: hourAhead) == .renew(node: 2, reservedUntilUnixMilliseconds: Self.wall + 3334 + 250 + 2000 + 3000))
+        // Within the bound, the node's own logical time decides.
+        #expect(keeper.nextAction(now: at(3334), logicalUnixMilliseconds: Self.wall + 3334 + 2200) == .renew(node: 2, reservedUntilUnixMilliseconds: Self.wall + 3334 + 2200 + 3000))
+    }
+
     @Test func failedRenewalsStopIssuingAtTTLMinusMargin() {
         var keeper = LeaseKeeper<Instant>(configuration: LeaseConfiguration())
         keeper.claimSucceeded(lease(reservedUntil: 0), sentAt: at(0))

@@ -15,13 +15,16 @@ public struct LoadConfiguration: Sendable {
     public var clients: Int
     /// The shard (database) ID to ask for.
     public var shard: Int
+    /// Where to write every call's outcome and times (``CallHistory``) at the end; `nil` keeps none.
+    public var historyPath: String?
 
-    public init(client: StampClientConfiguration, rate: Int = 1000, duration: Duration = .seconds(10), clients: Int = 1, shard: Int = 0) {
+    public init(client: StampClientConfiguration, rate: Int = 1000, duration: Duration = .seconds(10), clients: Int = 1, shard: Int = 0, historyPath: String? = nil) {
         self.client = client
         self.rate = rate
         self.duration = duration
         self.clients = clients
         self.shard = shard
+        self.historyPath = historyPath
     }
 
     /// The defaults, for a cluster that has no nodes yet.
@@ -51,8 +54,9 @@ public struct LoadRun: Sendable {
         self.output = output
     }
 
-    /// Runs for the configured duration and returns the report.
-    public func run() async -> LoadReport {
+    /// Runs for the configured duration and returns the report; writes the history file, when one
+    /// is configured, before it returns.
+    public func run() async throws -> LoadReport {
         let output = self.output
         let recorder = RequestRecorder { outcome, reason, detail in
             switch outcome {
@@ -60,8 +64,9 @@ public struct LoadRun: Sendable {
             case .failed: output.note("first \(reason) failure: \(detail)")
             }
         }
-        let clients = (0..<configuration.clients).map { _ in
-            LoadClient(client: StampIDClient(configuration: configuration.client, logger: logger), ids: IDLedger(), calls: recorder)
+        let history = configuration.historyPath.map { _ in CallHistory() }
+        let clients = (0..<configuration.clients).map { index in
+            LoadClient(client: StampIDClient(configuration: configuration.client, logger: logger), ids: IDLedger(), calls: recorder, history: history.map { (index, $0) })
         }
         let clock = ContinuousClock()
         let start = clock.now
@@ -97,16 +102,36 @@ public struct LoadRun: Sendable {
             services.cancelAll()
         }
 
+        if let history, let path = configuration.historyPath {
+            do {
+                try history.write(to: path)
+            } catch {
+                throw LoadTestingError(.setupFailed, "could not write the history file \(path)", cause: error)
+            }
+        }
         return LoadReport(calls: recorder.total, ledgers: clients.map(\.ids), statistics: clients.map(\.client.statistics), elapsed: start.duration(to: clock.now))
     }
 }
 
 /// One client of a load run: a ``StampIDClient``, the IDs it received, and the recorder of its calls
-/// (which the clients of a run may share).
+/// (which the clients of a run may share), and the history its calls go to, under its index, if any.
 struct LoadClient: Sendable {
     let client: StampIDClient<ContinuousClock>
     let ids: IDLedger
     let calls: RequestRecorder
+    let history: (client: Int, calls: CallHistory)?
+
+    init(client: StampIDClient<ContinuousClock>, ids: IDLedger, calls: RequestRecorder, history: (client: Int, calls: CallHistory)? = nil) {
+        self.client = client
+        self.ids = ids
+        self.calls = calls
+        self.history = history
+    }
+
+    /// Adds a call that started at `startedMicroseconds` and ends now to the history, if the run keeps one.
+    func remember(_ outcome: CallRecord.Outcome, startedMicroseconds: Int64) {
+        if let history { history.calls.record(client: history.client, outcome: outcome, startedMicroseconds: startedMicroseconds) }
+    }
 
     /// Asks for one ID of `shard` at each request of `schedule`, started by `runner` from `start`,
     /// and records each answer, failure and request not started.
@@ -114,12 +139,15 @@ struct LoadClient: Sendable {
         let clock = runner.clock
         await runner.run(schedule, from: start) { _, scheduled in
             let floor = ids.floor
+            let started = history.map { _ in CallHistory.now() } ?? 0
             do throws(StampClientError) {
                 let id = try await client.nextID(shard: shard)
                 calls.answered(latency: scheduled.duration(to: clock.now))
                 ids.record(id, floor: floor)
+                remember(.id(id.rawValue), startedMicroseconds: started)
             } catch {
                 calls.failed(reason: error.code.rawValue, detail: "\(error)")
+                remember(.failed(error.code.rawValue), startedMicroseconds: started)
             }
         } notStarted: { _ in
             calls.notStarted(reason: "not-started")
@@ -133,14 +161,17 @@ struct LoadClient: Sendable {
         var now = clock.now
         while now < end {
             let started = now
+            let startedMicroseconds = history.map { _ in CallHistory.now() } ?? 0
             do throws(StampClientError) {
                 let id = try await client.nextID(shard: shard)
                 now = clock.now
                 batch.answered(latency: started.duration(to: now))
                 received.record(id)
+                remember(.id(id.rawValue), startedMicroseconds: startedMicroseconds)
             } catch {
                 now = clock.now
                 calls.failed(reason: error.code.rawValue, detail: "\(error)")
+                remember(.failed(error.code.rawValue), startedMicroseconds: startedMicroseconds)
             }
             if received.ids.count >= LoadConfiguration.closedLoopBatch {
                 calls.merge(&batch)
