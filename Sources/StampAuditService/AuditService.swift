@@ -336,7 +336,7 @@ public struct AuditService<C: Clock<Duration>>: Sendable {
                 guard let store = shards.shard(id)?.store else { continue }
                 group.addTask {
                     do {
-                        try await withDeadline(readinessTimeout, on: shardMap.clock) { () async throws(AuditStoreError) in try await store.ping() }
+                        try await withDeadline(readinessTimeout, on: shardMap.clock, timedOut: { Self.noAnswer(within: readinessTimeout) }) { () async throws(AuditStoreError) in try await store.ping() }
                         return nil
                     } catch {
                         return id
@@ -373,7 +373,12 @@ public struct AuditService<C: Clock<Duration>>: Sendable {
 
     /// Runs a store read against the store timeout, turning its errors into the service's.
     func storeRead<T: Sendable>(_ body: @escaping @Sendable () async throws(AuditStoreError) -> T) async throws(AuditServiceError) -> T {
-        try await Self.storeCall { () async throws(AuditStoreError) in try await withDeadline(storeTimeout, on: shardMap.clock, body) }
+        try await Self.storeCall { () async throws(AuditStoreError) in try await withDeadline(storeTimeout, on: shardMap.clock, timedOut: { [storeTimeout] in Self.noAnswer(within: storeTimeout) }, body) }
+    }
+
+    /// The error of a database call that did not answer within `timeout`.
+    static func noAnswer(within timeout: Duration) -> AuditStoreError {
+        AuditStoreError(.unavailable, "the database did not answer within \(timeout)")
     }
 
     /// Runs a store operation, turning its errors into the service's.

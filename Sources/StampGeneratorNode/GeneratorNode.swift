@@ -119,7 +119,8 @@ public final class GeneratorNode<C: Clock<Duration>>: Service, Sendable where C.
         let sentAt = clock.now
         let wallBefore = wallClock.unixMilliseconds()
         do {
-            guard let lease = try await store.claim(owner: owner, address: address, ttl: configuration.lease.ttl, nodeCount: configuration.layout.nodeCount) else {
+            let (store, owner, ttl, nodeCount) = (store, owner, configuration.lease.ttl, configuration.layout.nodeCount)
+            guard let lease = try await boundedStoreCall({ () async throws(CoordinationError) in try await store.claim(owner: owner, address: address, ttl: ttl, nodeCount: nodeCount) }) else {
                 state.withLock { $0.keeper.claimFailed(at: clock.now) }
                 metrics.claims["none-free"]?.increment()
                 logger.warning("every node ID is held; retrying", metadata: ["stamp.node_count": "\(configuration.layout.nodeCount)"])
@@ -170,11 +171,23 @@ public final class GeneratorNode<C: Clock<Duration>>: Service, Sendable where C.
         }
     }
 
+    /// Runs a claim or renewal, which fails once it has not answered within one renewal interval:
+    /// a call that hangs (a connection the store dropped, say) must not hold the lease keeper, which
+    /// tries again after it, on time for the next renewal. Giving up on a call is safe whatever the
+    /// store did with it: the node only takes its lease for less than it may be.
+    private func boundedStoreCall(_ call: @escaping @Sendable () async throws(CoordinationError) -> NodeLease?) async throws(CoordinationError) -> NodeLease? {
+        let timeout = configuration.lease.renewInterval
+        return try await withDeadline(timeout, on: clock, timedOut: { CoordinationError(.unavailable, "the coordination store did not answer within \(timeout)") }, call)
+    }
+
     private func renew(node: Int, reservedUntilUnixMilliseconds: Int64) async {
         let sentAt = clock.now
         let wallBefore = wallClock.unixMilliseconds()
         do {
-            if let lease = try await store.renew(node: node, owner: owner, ttl: configuration.lease.ttl, reservedUntilUnixMilliseconds: reservedUntilUnixMilliseconds) {
+            let (store, owner, ttl) = (store, owner, configuration.lease.ttl)
+            if let lease = try await boundedStoreCall({ () async throws(CoordinationError) in
+                try await store.renew(node: node, owner: owner, ttl: ttl, reservedUntilUnixMilliseconds: reservedUntilUnixMilliseconds)
+            }) {
                 let wallAfter = wallClock.unixMilliseconds()
                 let validUntil = state.withLock { state in
                     state.keeper.renewSucceeded(lease, sentAt: sentAt)

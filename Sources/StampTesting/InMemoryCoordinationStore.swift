@@ -18,6 +18,9 @@ public final class InMemoryCoordinationStore: CoordinationStore {
         var layout: String?
         var rows: [Int: Row] = [:]
         var failuresToInject = 0
+        var hangsToInject = 0
+        var hung: [CheckedContinuation<Void, Never>] = []
+        var hangWatchers: [CheckedContinuation<Void, Never>] = []
         var operations = 0
     }
 
@@ -33,6 +36,45 @@ public final class InMemoryCoordinationStore: CoordinationStore {
     /// Makes the next `count` operations fail with ``CoordinationError/Code/unavailable``.
     public func failNext(_ count: Int) {
         state.withLock { $0.failuresToInject = count }
+    }
+
+    /// Makes the next `count` claims or renewals hang, ignoring cancellation as a call on a dropped
+    /// connection does, until ``releaseHung()``; then they go on as usual.
+    public func hangNext(_ count: Int) {
+        state.withLock { $0.hangsToInject = count }
+    }
+
+    /// Lets every hung call go on.
+    public func releaseHung() {
+        for call in state.withLock({ state in defer { state.hung = [] }; return state.hung }) {
+            call.resume()
+        }
+    }
+
+    /// Returns once a call hangs.
+    public func waitUntilHung() async {
+        await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
+            let hung = state.withLock { state in
+                if !state.hung.isEmpty { return true }
+                state.hangWatchers.append(waiter)
+                return false
+            }
+            if hung { waiter.resume() }
+        }
+    }
+
+    private func hangIfAsked() async {
+        await withCheckedContinuation { (call: CheckedContinuation<Void, Never>) in
+            let (hangs, watchers) = state.withLock { state -> (Bool, [CheckedContinuation<Void, Never>]) in
+                guard state.hangsToInject > 0 else { return (false, []) }
+                state.hangsToInject -= 1
+                state.hung.append(call)
+                defer { state.hangWatchers = [] }
+                return (true, state.hangWatchers)
+            }
+            watchers.forEach { $0.resume() }
+            if !hangs { call.resume() }
+        }
     }
 
     /// How many operations were attempted.
@@ -60,7 +102,8 @@ public final class InMemoryCoordinationStore: CoordinationStore {
     }
 
     public func claim(owner: String, address: String?, ttl: Duration, nodeCount: Int) async throws(CoordinationError) -> NodeLease? {
-        try operate { state, now in
+        await hangIfAsked()
+        return try operate { state, now in
             guard let node = (0..<nodeCount).first(where: { state.rows[$0].map { $0.owner == nil || $0.expiresAt <= now } ?? true }) else { return nil }
             var row = state.rows[node] ?? Row()
             row.owner = owner
@@ -72,7 +115,8 @@ public final class InMemoryCoordinationStore: CoordinationStore {
     }
 
     public func renew(node: Int, owner: String, ttl: Duration, reservedUntilUnixMilliseconds: Int64) async throws(CoordinationError) -> NodeLease? {
-        try operate { state, now in
+        await hangIfAsked()
+        return try operate { state, now in
             guard var row = state.rows[node], row.owner == owner else { return nil }
             row.expiresAt = now + ttl.wholeMilliseconds
             row.reservedUntil = max(row.reservedUntil, reservedUntilUnixMilliseconds)

@@ -293,6 +293,34 @@ struct GeneratorNodeTests {
         #expect(fixture.counter("stamp_lease_renewals_total", [("result", "error")]) > 0)
     }
 
+    /// A renewal whose call never returns (the store dropped its connection, say) is given up after
+    /// one renewal interval, so the next renewal goes out in time and the node keeps its lease.
+    @Test(.timeLimit(.minutes(1)))
+    func aRenewalThatNeverAnswersIsGivenUpInTime() async throws {
+        let fixture = NodeFixture()
+        try await fixture.start()
+        // One renewal interval (10 s / 3) on, rounded up to a whole millisecond.
+        let interval = fixture.node.configuration.lease.renewInterval.wholeMilliseconds + 1
+        fixture.store.hangNext(1)
+        fixture.advance(milliseconds: interval)
+        let stepping = Task { await fixture.node.step() }
+        await fixture.store.waitUntilHung()
+        await fixture.clock.waitForSleepers()
+        fixture.advance(milliseconds: interval)
+        _ = await stepping.value
+        #expect(fixture.counter("stamp_lease_renewals_total", [("result", "error")]) == 1)
+        #expect(fixture.node.readiness().isReady, "still within ttl - margin of the last renewal")
+        // The next renewal, after the retry interval, answers: the lease is good for ttl - margin from it.
+        fixture.advance(milliseconds: fixture.node.configuration.lease.retryInterval.wholeMilliseconds)
+        _ = await fixture.node.step()
+        #expect(fixture.counter("stamp_lease_renewals_total", [("result", "ok")]) >= 2)
+        fixture.advance(milliseconds: 5000)
+        _ = await fixture.node.step()
+        #expect(fixture.node.readiness().isReady)
+        #expect(throws: Never.self) { try fixture.node.issue(shard: 0, count: 1, after: nil) }
+        fixture.store.releaseHung()
+    }
+
     @Test func backwardStepBeyondMaxLeadRefusesUntilTheClockCatchesUp() async throws {
         let fixture = NodeFixture()
         try await fixture.start()
