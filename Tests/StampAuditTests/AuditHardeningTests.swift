@@ -202,6 +202,13 @@ final class HangingPingStore: AuditStore {
     func history(user: String, field: String?, before: StampID?, limit: Int) async throws(AuditStoreError) -> [AuditRow] { try await base.history(user: user, field: field, before: before, limit: limit) }
     func latestID(user: String) async throws(AuditStoreError) -> StampID? { try await base.latestID(user: user) }
     func ids(after: StampID?, limit: Int) async throws(AuditStoreError) -> [StampID] { try await base.ids(after: after, limit: limit) }
+    func userKeys(user: String) async throws(AuditStoreError) -> [StoredUserKey] { try await base.userKeys(user: user) }
+    func addUserKey(_ key: StoredUserKey) async throws(AuditStoreError) -> [StoredUserKey] { try await base.addUserKey(key) }
+    func eraseUserKeys(user: String) async throws(AuditStoreError) { try await base.eraseUserKeys(user: user) }
+    func liveUserKeys() async throws(AuditStoreError) -> [StoredUserKey] { try await base.liveUserKeys() }
+    func rewrapUserKeys(_ changes: [(old: StoredUserKey, wrapped: [UInt8])]) async throws(AuditStoreError) -> Int { try await base.rewrapUserKeys(changes) }
+    func recordAccess(_ entry: AccessLogEntry) async throws(AuditStoreError) { try await base.recordAccess(entry) }
+    func accessLog(user: String, limit: Int) async throws(AuditStoreError) -> [AccessLogEntry] { try await base.accessLog(user: user, limit: limit) }
     func close() async { await base.close() }
 
     /// Waits until cancelled, on a clock nobody moves.
