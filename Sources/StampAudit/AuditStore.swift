@@ -77,6 +77,10 @@ public protocol AuditStore: Sendable {
     /// Stores `key` unless the shard holds that generation of its user already, and returns what
     /// ``userKeys(user:)`` returns afterwards.
     func addUserKey(_ key: StoredUserKey) async throws(AuditStoreError) -> [StoredUserKey]
+    /// Stores each of `keys` (of distinct users) only when the shard holds no key of its user,
+    /// destroyed or not, in one transaction, and returns the users whose key it stored: users'
+    /// first keys, many in one commit.
+    func addFirstUserKeys(_ keys: [StoredUserKey]) async throws(AuditStoreError) -> Set<String>
     /// Destroys every data key of `user` the shard holds, and records that it did (generation 0,
     /// destroyed); idempotent. Nothing can store a destroyed key again.
     func eraseUserKeys(user: String) async throws(AuditStoreError)

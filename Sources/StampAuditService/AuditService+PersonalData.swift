@@ -25,12 +25,25 @@ public enum EventValues: Sendable, Equatable {
 }
 
 extension AuditService {
-    /// Finds the data key to seal `write`'s values with, unless it has one or no values: the
-    /// newest generation of the user's key that is not destroyed, from the write shard or a former
+    /// Finds the data key to seal `write`'s values with, unless it has one or no values: for a user
+    /// with no key in any shard, a first one stored in the write shard; else the newest generation of the user's key that is not destroyed, from the write shard or a former
     /// one (then stored in the write shard too), or a new generation stored in the write shard.
     func fillSealingKey(_ write: inout PreparedWrite) async throws(AuditServiceError) {
         guard write.needsKey else { return }
         let user = write.user
+        let writeStore = write.target.store
+        if write.placement.read.count == 1 {
+            // Most users have no key yet when a server first seals for them: store the first one
+            // in one round trip; when the shard holds one already, find it as below.
+            let fresh = UserDataKey.random(generation: 1)
+            let stored = StoredUserKey(user: user, generation: 1, wrapped: sealer.wrap(fresh, user: user))
+            let committer = firstKeyCommitters.committer(shard: write.placement.write, store: writeStore)
+            if let winner = try await storeRead({ () async throws(AuditStoreError) in try await committer.add(stored) }), let key = try unwrap(winner) {
+                sealingKeys.keep(key, user: user, shard: write.placement.write, now: shardMap.clock.now)
+                write.key = key
+                return
+            }
+        }
         var held: [Int: [StoredUserKey]] = [:]
         for shard in write.placement.read {
             let store = try open(shard).store
@@ -39,7 +52,6 @@ extension AuditService {
         let all = held.values.flatMap { $0 }
         let keyring = try keyring(all)
         let newest = all.map(\.generation).max() ?? 0
-        let writeStore = write.target.store
         let key: UserDataKey
         if newest > 0, let live = keyring.key(generation: newest) {
             if !(held[write.placement.write] ?? []).contains(where: { $0.generation == newest }) {

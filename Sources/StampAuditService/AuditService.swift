@@ -46,6 +46,8 @@ public struct AuditService<C: Clock<Duration>>: Sendable {
     let metrics: AuditMetrics
     /// The data keys writes were sealed with lately.
     let sealingKeys: SealingKeyCache<C.Instant>
+    /// The committers of users' first data keys, by shard.
+    let firstKeyCommitters = FirstKeyCommitters()
 
     /// - Parameter sealingKeyLifetime: How long a user's data key is kept for sealing their writes
     ///   (see ``SealingKeyCache``): a write through this server after another server erased the

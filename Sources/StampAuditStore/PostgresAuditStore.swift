@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import PostgresNIO
 import StampAudit
@@ -248,6 +249,29 @@ public final class PostgresAuditStore: AuditStore {
             )
         }
         return try await userKeys(user: key.user)
+    }
+
+    public func addFirstUserKeys(_ keys: [StoredUserKey]) async throws(AuditStoreError) -> Set<String> {
+        guard !keys.isEmpty else { return [] }
+        let users = keys.map(\.user)
+        let generations = keys.map { Int64($0.generation) }
+        // Bound as hex text: one array parameter per column.
+        let wrapped = keys.map { key in (key.wrapped ?? []).map { String(format: "%02x", $0) }.joined() }
+        return try await perform("store data keys") {
+            let rows = try await client.query(
+                """
+                INSERT INTO stamp_audit_user_keys (user_id, generation, wrapped_key)
+                    SELECT input.user_id, input.generation, decode(input.wrapped_key, 'hex')
+                    FROM unnest(\(users)::text[], \(generations)::bigint[], \(wrapped)::text[]) AS input (user_id, generation, wrapped_key)
+                    WHERE NOT EXISTS (SELECT 1 FROM stamp_audit_user_keys stored WHERE stored.user_id = input.user_id)
+                    ON CONFLICT DO NOTHING RETURNING user_id
+                """,
+                logger: logger
+            )
+            var stored: Set<String> = []
+            for try await user in rows.decode(String.self) { stored.insert(user) }
+            return stored
+        }
     }
 
     public func eraseUserKeys(user: String) async throws(AuditStoreError) {

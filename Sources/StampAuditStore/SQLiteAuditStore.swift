@@ -140,6 +140,19 @@ public final class SQLiteAuditStore: AuditStore {
         }
     }
 
+    public func addFirstUserKeys(_ keys: [StoredUserKey]) async throws(AuditStoreError) -> Set<String> {
+        guard !keys.isEmpty else { return [] }
+        return try await writing("store data keys") { db in
+            var stored: Set<String> = []
+            let statement = try db.cachedStatement(sql: SQL.addFirstUserKey)
+            for key in keys {
+                try statement.execute(arguments: [key.user, key.generation, key.wrapped.map { Data($0) }])
+                if db.changesCount == 1 { stored.insert(key.user) }
+            }
+            return stored
+        }
+    }
+
     public func eraseUserKeys(user: String) async throws(AuditStoreError) {
         try await writing("destroy data keys") { db in
             // Zeroes the freed bytes of the destroyed keys in the database file instead of leaving them.
@@ -380,6 +393,12 @@ private enum SQL {
     static let userKeys = "SELECT user_id, generation, wrapped_key FROM stamp_audit_user_keys WHERE user_id IN (?1, ?2) ORDER BY user_id, generation"
     /// Stores generation `?2` of user `?1`'s key as `?3` unless the shard holds that generation.
     static let addUserKey = "INSERT INTO stamp_audit_user_keys (user_id, generation, wrapped_key) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING"
+    /// Stores generation `?2` of user `?1`'s key as `?3` only when the shard holds no key of the user.
+    static let addFirstUserKey = """
+        INSERT INTO stamp_audit_user_keys (user_id, generation, wrapped_key)
+        SELECT ?1, ?2, ?3 WHERE NOT EXISTS (SELECT 1 FROM stamp_audit_user_keys WHERE user_id = ?1)
+        ON CONFLICT DO NOTHING
+        """
     /// Destroys every key of user `?1`.
     static let destroyUserKeys = "UPDATE stamp_audit_user_keys SET wrapped_key = NULL WHERE user_id = ?1 AND wrapped_key IS NOT NULL"
     /// Every key that is not destroyed.

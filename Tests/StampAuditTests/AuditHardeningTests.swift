@@ -204,6 +204,7 @@ final class HangingPingStore: AuditStore {
     func ids(after: StampID?, limit: Int) async throws(AuditStoreError) -> [StampID] { try await base.ids(after: after, limit: limit) }
     func userKeys(user: String) async throws(AuditStoreError) -> [StoredUserKey] { try await base.userKeys(user: user) }
     func addUserKey(_ key: StoredUserKey) async throws(AuditStoreError) -> [StoredUserKey] { try await base.addUserKey(key) }
+    func addFirstUserKeys(_ keys: [StoredUserKey]) async throws(AuditStoreError) -> Set<String> { try await base.addFirstUserKeys(keys) }
     func eraseUserKeys(user: String) async throws(AuditStoreError) { try await base.eraseUserKeys(user: user) }
     func liveUserKeys() async throws(AuditStoreError) -> [StoredUserKey] { try await base.liveUserKeys() }
     func rewrapUserKeys(_ changes: [(old: StoredUserKey, wrapped: [UInt8])]) async throws(AuditStoreError) -> Int { try await base.rewrapUserKeys(changes) }

@@ -44,6 +44,22 @@ struct PersonalDataStoreTests {
         }
     }
 
+    @Test("first keys are stored in one call only for users the shard holds no key of, destroyed or not", arguments: AuditStoreBackend.testable)
+    func firstKeysGoInTogether(backend: AuditStoreBackend) async throws {
+        try await withAuditStores(backend) { database async throws in
+            let held = StoredUserKey(user: "alice", generation: 1, wrapped: [1])
+            _ = try await database.store.addUserKey(held)
+            try await database.store.eraseUserKeys(user: "erased")
+            let keys = ["alice", "bob", "carol", "erased"].map { StoredUserKey(user: $0, generation: 1, wrapped: [0x00, 0xff, UInt8($0.count)]) }
+            #expect(try await database.store.addFirstUserKeys(keys) == ["bob", "carol"])
+            #expect(try await database.store.userKeys(user: "alice") == [held])
+            #expect(try await database.store.userKeys(user: "bob") == [keys[1]], "stored byte for byte")
+            #expect(try await database.store.userKeys(user: "erased") == [StoredUserKey(user: "erased", generation: 0, wrapped: nil)])
+            #expect(try await database.store.addFirstUserKeys([keys[1]]).isEmpty)
+            #expect(try await database.store.addFirstUserKeys([]).isEmpty)
+        }
+    }
+
     @Test("re-wrapping replaces a key only while it is what the rotation read", arguments: AuditStoreBackend.testable)
     func rewrapIsConditional(backend: AuditStoreBackend) async throws {
         try await withAuditStores(backend) { database async throws in
