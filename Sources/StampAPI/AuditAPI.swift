@@ -58,10 +58,13 @@ public struct AuditEvent: Codable, Sendable, Equatable {
     public var shard: Int
     /// The ID's time as an RFC 3339 instant.
     public var recordedAt: String
-    /// The values, for readers; `nil` for writers, and then absent from the document.
+    /// The values, for readers; `nil` for writers and for erased values, and then absent from the document.
     public var values: Values?
+    /// Whether the user's personal data was erased since: the values are gone for good (the
+    /// document then says `"erased": true` instead of `before` and `after`). Readers only.
+    public var erased: Bool
 
-    public init(id: StampID, userId: String, field: String, actor: String, reason: String, shard: Int, recordedAt: String, values: Values?) {
+    public init(id: StampID, userId: String, field: String, actor: String, reason: String, shard: Int, recordedAt: String, values: Values?, erased: Bool = false) {
         self.id = id
         self.userId = userId
         self.field = field
@@ -70,9 +73,10 @@ public struct AuditEvent: Codable, Sendable, Equatable {
         self.shard = shard
         self.recordedAt = recordedAt
         self.values = values
+        self.erased = erased
     }
 
-    enum CodingKeys: String, CodingKey { case id, userId, field, actor, reason, shard, recordedAt, before, after }
+    enum CodingKeys: String, CodingKey { case id, userId, field, actor, reason, shard, recordedAt, before, after, erased }
 
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
@@ -88,6 +92,7 @@ public struct AuditEvent: Codable, Sendable, Equatable {
         } else {
             values = nil
         }
+        erased = try container.decodeIfPresent(Bool.self, forKey: .erased) ?? false
     }
 
     /// Encodes the values only when present, each as `null` when the change had none.
@@ -104,6 +109,9 @@ public struct AuditEvent: Codable, Sendable, Equatable {
             try container.encode(values.before, forKey: .before)
             try container.encode(values.after, forKey: .after)
         }
+        if erased {
+            try container.encode(true, forKey: .erased)
+        }
     }
 }
 
@@ -116,5 +124,36 @@ public struct AuditEventPage: Codable, Sendable, Equatable {
     public init(events: [AuditEvent], next: StampID?) {
         self.events = events
         self.next = next
+    }
+}
+
+/// One entry of the access log: a request that returned personal-data values to a reader.
+public struct AuditAccessLogEntry: Codable, Sendable, Equatable {
+    /// When it was answered, as an RFC 3339 instant.
+    public var recordedAt: String
+    /// Who asked: the role and a fingerprint of its token, such as `reader sha256:1a2b3c4d5e6f`.
+    public var reader: String
+    /// Whose values were returned.
+    public var userId: String
+    /// What was asked: the method, the path and the query.
+    public var request: String
+    /// The events whose values were returned.
+    public var events: [StampID]
+
+    public init(recordedAt: String, reader: String, userId: String, request: String, events: [StampID]) {
+        self.recordedAt = recordedAt
+        self.reader = reader
+        self.userId = userId
+        self.request = request
+        self.events = events
+    }
+}
+
+/// The answer of `GET /v1/users/{userId}/access-log`: entries newest first.
+public struct AuditAccessLog: Codable, Sendable, Equatable {
+    public var entries: [AuditAccessLogEntry]
+
+    public init(entries: [AuditAccessLogEntry]) {
+        self.entries = entries
     }
 }

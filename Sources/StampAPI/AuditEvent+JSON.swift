@@ -16,6 +16,9 @@ extension AuditEvent {
             buffer.writeStaticString(",\"before\":")
             buffer.writeJSONString(values.before)
         }
+        if erased {
+            buffer.writeStaticString(",\"erased\":true")
+        }
         buffer.writeStaticString(",\"field\":")
         buffer.writeJSONString(field)
         buffer.writeStaticString(",\"id\":\"")

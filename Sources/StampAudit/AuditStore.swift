@@ -83,10 +83,68 @@ public protocol AuditStore: Sendable {
     func recordCheckpoint(_ checkpoint: AuditCheckpoint) async throws(AuditStoreError)
     /// Up to `limit` checkpoints, newest (most rows) first, of fewer than `rows` rows when given.
     func checkpoints(below rows: Int64?, limit: Int) async throws(AuditStoreError) -> [AuditCheckpoint]
+    /// The data keys the shard holds of `user`, destroyed generations included, and the master key
+    /// it keeps under ``StoredUserKey/legacyKeyOwner`` when there is one, ordered by user and generation.
+    func userKeys(user: String) async throws(AuditStoreError) -> [StoredUserKey]
+    /// Stores `key` unless the shard holds that generation of its user already, and returns what
+    /// ``userKeys(user:)`` returns afterwards.
+    func addUserKey(_ key: StoredUserKey) async throws(AuditStoreError) -> [StoredUserKey]
+    /// Stores each of `keys` (of distinct users) only when the shard holds no key of its user,
+    /// destroyed or not, in one transaction, and returns the users whose key it stored: users'
+    /// first keys, many in one commit.
+    func addFirstUserKeys(_ keys: [StoredUserKey]) async throws(AuditStoreError) -> Set<String>
+    /// Destroys every data key of `user` the shard holds, and records that it did (generation 0,
+    /// destroyed); idempotent. Nothing can store a destroyed key again.
+    func eraseUserKeys(user: String) async throws(AuditStoreError)
+    /// Every data key of every user the shard holds that is not destroyed, for a master key rotation.
+    func liveUserKeys() async throws(AuditStoreError) -> [StoredUserKey]
+    /// Replaces the wrapped form of each key, while the shard holds it as `old`, in one
+    /// transaction, and returns how many it replaced.
+    func rewrapUserKeys(_ changes: [(old: StoredUserKey, wrapped: [UInt8])]) async throws(AuditStoreError) -> Int
+    /// Appends `entry` to the shard's access log, which is append-only like the events.
+    func recordAccess(_ entry: AccessLogEntry) async throws(AuditStoreError)
+    /// Up to `limit` entries of the access log about `user`, newest first.
+    func accessLog(user: String, limit: Int) async throws(AuditStoreError) -> [AccessLogEntry]
     /// Checks that the database answers.
     func ping() async throws(AuditStoreError)
     /// Closes connections; the store is unusable afterwards.
     func close() async
+}
+
+/// One request that returned personal-data values to a reader, as the access log keeps it.
+public struct AccessLogEntry: Sendable, Equatable {
+    /// When it was answered, in Unix milliseconds.
+    public var recordedAt: Int64
+    /// Who asked: the role and a fingerprint of its token, such as `reader sha256:1a2b3c4d5e6f`.
+    public var reader: String
+    /// Whose values were returned.
+    public var user: String
+    /// What was asked: the method, the path and the query.
+    public var request: String
+    /// The events whose values were returned, in the order they were.
+    public var events: [StampID]
+
+    public init(recordedAt: Int64, reader: String, user: String, request: String, events: [StampID]) {
+        self.recordedAt = recordedAt
+        self.reader = reader
+        self.user = user
+        self.request = request
+        self.events = events
+    }
+
+    /// The events as stored: decimal IDs separated by commas.
+    public var eventList: String { events.map { "\($0.rawValue)" }.joined(separator: ",") }
+
+    /// The events of a stored list; `nil` when it does not parse.
+    public static func events(fromList list: String) -> [StampID]? {
+        guard !list.isEmpty else { return [] }
+        var events: [StampID] = []
+        for part in list.split(separator: ",") {
+            guard let value = Int64(part), let id = StampID(rawValue: value) else { return nil }
+            events.append(id)
+        }
+        return events
+    }
 }
 
 /// What an insert did with one row.

@@ -8,26 +8,44 @@ import StampAuditService
 import StampCore
 import StampHTTP
 
-/// The bearer tokens of the API: writers record changes, readers also see personal-data values.
+/// The bearer tokens of the API: writers record changes, readers also see personal-data values,
+/// the administrator erases a user's personal data and reads the access log.
 public struct AuditTokens: Sendable {
     private let writer: SHA256.Digest
     private let reader: SHA256.Digest
+    private let admin: SHA256.Digest?
 
     /// What a caller may do.
-    public enum Role: Sendable {
+    public enum Role: String, Sendable {
         /// May record changes and read events without their values.
         case writer
-        /// May read events with their values.
+        /// May read events with their values, and export a user's history.
         case reader
+        /// May erase a user's personal data and read the access log; reads events without their values.
+        case admin
     }
 
-    /// Both tokens must be at least 16 characters and differ.
-    public init(writer: String, reader: String) throws(AuditInputError) {
-        guard writer.utf8.count >= 16, reader.utf8.count >= 16, writer != reader else {
-            throw AuditInputError(.invalidConfiguration, "the writer and reader tokens must be different and at least 16 characters long")
+    /// Every token must be at least 16 characters and differ from the others; without an admin
+    /// token, nobody may erase or read the access log.
+    public init(writer: String, reader: String, admin: String? = nil) throws(AuditInputError) {
+        let all = [writer, reader] + (admin.map { [$0] } ?? [])
+        guard all.allSatisfy({ $0.utf8.count >= 16 }), Set(all).count == all.count else {
+            throw AuditInputError(.invalidConfiguration, "the writer, reader and admin tokens must be different and at least 16 characters long")
         }
         self.writer = SHA256.hash(data: Array(writer.utf8))
         self.reader = SHA256.hash(data: Array(reader.utf8))
+        self.admin = admin.map { SHA256.hash(data: Array($0.utf8)) }
+    }
+
+    /// How the access log names the holder of `role`'s token: the role and the first 6 bytes of
+    /// the token's SHA-256 in hex, which tell tokens apart across changes without revealing them.
+    public func identity(of role: Role) -> String {
+        let digest = switch role {
+        case .writer: writer
+        case .reader: reader
+        case .admin: admin ?? writer
+        }
+        return "\(role.rawValue) sha256:" + digest.prefix(6).map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined()
     }
 
     /// The role of the caller of `request`. Digests are compared in constant time.
@@ -43,6 +61,7 @@ public struct AuditTokens: Sendable {
         let presented = SHA256.hash(data: Array(header.dropFirst(7).utf8))
         if presented == writer { return .writer }
         if presented == reader { return .reader }
+        if let admin, presented == admin { return .admin }
         throw Self.unauthorized("the bearer token is not valid")
     }
 
@@ -78,6 +97,9 @@ struct AuditRoutes<C: Clock<Duration>>: Sendable {
         router.get("/v1/users/:userId/events") { request, context in try await Self.answering { try await history(request, context: context) } }
         router.get("/v1/users/:userId/events/latest") { request, context in try await Self.answering { try await latest(request, context: context) } }
         router.get("/v1/events/:id") { request, context in try await Self.answering { try await event(request, context: context) } }
+        router.get("/v1/users/:userId/export") { request, context in try await Self.answering { try await export(request, context: context) } }
+        router.delete("/v1/users/:userId/personal-data") { request, context in try await Self.answering { try await erase(request, context: context) } }
+        router.get("/v1/users/:userId/access-log") { request, context in try await Self.answering { try await accessLog(request, context: context) } }
         router.get("/v1/shards/:shardId/checkpoint") { request, context in try await Self.answering { try await checkpoint(request, context: context) } }
     }
 
@@ -98,6 +120,8 @@ struct AuditRoutes<C: Clock<Duration>>: Sendable {
         case let parts where parts.count == 3 && parts[0] == "v1" && parts[1] == "events" && !parts[2].isEmpty: return "GET"
         case let parts where parts.count == 4 && parts[0] == "v1" && parts[1] == "users" && !parts[2].isEmpty && parts[3] == "events": return "GET, POST"
         case let parts where parts.count == 5 && parts[0] == "v1" && parts[1] == "users" && !parts[2].isEmpty && parts[3] == "events" && parts[4] == "latest": return "GET"
+        case let parts where parts.count == 4 && parts[0] == "v1" && parts[1] == "users" && !parts[2].isEmpty && (parts[3] == "export" || parts[3] == "access-log"): return "GET"
+        case let parts where parts.count == 4 && parts[0] == "v1" && parts[1] == "users" && !parts[2].isEmpty && parts[3] == "personal-data": return "DELETE"
         case let parts where parts.count == 4 && parts[0] == "v1" && parts[1] == "shards" && !parts[2].isEmpty && parts[3] == "checkpoint": return "GET"
         default: return nil
         }
@@ -127,8 +151,8 @@ struct AuditRoutes<C: Clock<Duration>>: Sendable {
             }
         }
         let rows = try await service.history(user: user, field: field, before: before, limit: limit + 1)
-        let page = rows.prefix(limit)
-        return try Response.json(AuditEventPage(events: try page.map { try render($0, values: role) }, next: rows.count > limit ? page.last?.id : nil))
+        let page = Array(rows.prefix(limit))
+        return try Response.json(AuditEventPage(events: try await render(page, user: user, role: role, request: request), next: rows.count > limit ? page.last?.id : nil))
     }
 
     func latest(_ request: Request, context: BasicRequestContext) async throws -> Response {
@@ -141,7 +165,7 @@ struct AuditRoutes<C: Clock<Duration>>: Sendable {
         guard let row = try await service.history(user: user, field: String(field), before: nil, limit: 1).first else {
             throw Problem(.notFound, status: .notFound, detail: "this user has no recorded change of this field")
         }
-        return try Response.json(try render(row, values: role))
+        return try Response.json(try await render([row], user: user, role: role, request: request)[0])
     }
 
     func event(_ request: Request, context: BasicRequestContext) async throws -> Response {
@@ -157,10 +181,52 @@ struct AuditRoutes<C: Clock<Duration>>: Sendable {
         guard let row = try await service.event(id: id) else {
             throw Problem(.notFound, status: .notFound, detail: "no event has ID \(id)")
         }
-        return try Response.json(try render(row, values: role))
+        return try Response.json(try await render([row], user: row.user, role: role, request: request)[0])
     }
 
-    /// The newest signed checkpoint of a shard's hash chain; either token may read it (it holds no personal data).
+    /// `GET /v1/users/{userId}/export`: every event of the user, oldest first, with values, as
+    /// JSON lines; for readers, recorded in the access log.
+    func export(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        guard try tokens.role(of: request) == .reader else {
+            throw Problem(.forbidden, status: .forbidden, detail: "only the reader token may export a user's personal data")
+        }
+        let user = try Self.user(context)
+        let rows = try await service.completeHistory(user: user)
+        var body = ByteBuffer()
+        for event in try await render(rows, user: user, role: .reader, request: request) {
+            event.writeJSON(into: &body)
+            body.writeInteger(UInt8(ascii: "\n"))
+        }
+        return Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: ResponseBody(byteBuffer: body))
+    }
+
+    /// `DELETE /v1/users/{userId}/personal-data`: destroys the user's data keys and answers the
+    /// event that records it; for the admin token.
+    func erase(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        try requireAdmin(request, to: "erase personal data")
+        let user = try Self.user(context)
+        let row = try await service.erase(user: user, requestedBy: tokens.identity(of: .admin))
+        return try Response.json(try Self.render(row, values: nil, service: service), headers: [.location: "/v1/events/\(row.id)"])
+    }
+
+    /// `GET /v1/users/{userId}/access-log`: who was shown the user's values; for the admin token.
+    func accessLog(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        try requireAdmin(request, to: "read the access log")
+        let user = try Self.user(context)
+        var limit = AuditLimits.defaultPageSize
+        if let text = request.uri.queryParameters["limit"] {
+            guard let number = Int(text), (1...AuditLimits.maxPageSize).contains(number) else {
+                throw Problem(.invalidParameter, status: .badRequest, detail: "limit must be a whole number from 1 to \(AuditLimits.maxPageSize)")
+            }
+            limit = number
+        }
+        let entries = try await service.accessLog(user: user, limit: limit)
+        return try Response.json(AuditAccessLog(entries: entries.map {
+            AuditAccessLogEntry(recordedAt: RFC3339.format(unixMilliseconds: $0.recordedAt), reader: $0.reader, userId: $0.user, request: $0.request, events: $0.events)
+        }))
+    }
+
+    /// The newest signed checkpoint of a shard's hash chain; any token may read it (it holds no personal data).
     func checkpoint(_ request: Request, context: BasicRequestContext) async throws -> Response {
         _ = try tokens.role(of: request)
         let text = context.parameters.get("shardId") ?? ""
@@ -173,21 +239,35 @@ struct AuditRoutes<C: Clock<Duration>>: Sendable {
         return try Response.json(checkpoint)
     }
 
-    /// One event as the API shows it; values only for readers.
-    func render(_ row: AuditRow, values role: AuditTokens.Role?) throws(AuditServiceError) -> AuditEvent {
-        try Self.render(row, values: role, service: service)
+    private func requireAdmin(_ request: Request, to action: String) throws {
+        guard try tokens.role(of: request) == .admin else {
+            throw Problem(.forbidden, status: .forbidden, detail: "only the admin token may \(action)")
+        }
     }
 
-    static func render(_ row: AuditRow, values role: AuditTokens.Role?, service: AuditService<C>) throws(AuditServiceError) -> AuditEvent {
+    /// Events as the API shows them to `role`: with values for readers, once the access log holds
+    /// that they were returned.
+    func render(_ rows: [AuditRow], user: String, role: AuditTokens.Role, request: Request) async throws(AuditServiceError) -> [AuditEvent] {
+        guard role == .reader, !rows.isEmpty else {
+            return try rows.map { row throws(AuditServiceError) in try Self.render(row, values: nil, service: service) }
+        }
+        let access = AccessContext(reader: tokens.identity(of: role), request: "\(request.method) \(request.uri)")
+        let values = try await service.values(of: rows, user: user, for: access)
+        return try zip(rows, values).map { row, values throws(AuditServiceError) in try Self.render(row, values: values, service: service) }
+    }
+
+    static func render(_ row: AuditRow, values: EventValues?, service: AuditService<C>) throws(AuditServiceError) -> AuditEvent {
         let fields = row.id.fields(in: service.layout)
-        var values: AuditEvent.Values?
-        if role == .reader {
-            let (before, after) = try service.open(row)
-            values = AuditEvent.Values(before: before, after: after)
+        var shown: AuditEvent.Values?
+        var erased = false
+        switch values {
+        case .opened(let before, let after): shown = AuditEvent.Values(before: before, after: after)
+        case .erased: erased = true
+        case nil: break
         }
         return AuditEvent(
             id: row.id, userId: row.user, field: row.field, actor: row.actor, reason: row.reason, shard: fields.shard,
-            recordedAt: RFC3339.format(unixMilliseconds: fields.unixMilliseconds), values: values
+            recordedAt: RFC3339.format(unixMilliseconds: fields.unixMilliseconds), values: shown, erased: erased
         )
     }
 
@@ -313,7 +393,7 @@ extension Problem {
     /// The problem that answers a service error: the status and type the audit API documents.
     init(_ error: AuditServiceError) {
         switch error.code {
-        case .noID, .shardNotOpen, .databaseUnavailable, .userOrderContended, .shardBusy, .shardMapStale:
+        case .noID, .shardNotOpen, .databaseUnavailable, .userOrderContended, .shardBusy, .shardMapStale, .erasureInProgress:
             self = .unavailable(error.message, retryAfterMilliseconds: 1000)
         case .idempotencyKeyReused:
             self.init(.idempotencyKeyReused, status: .unprocessableContent, detail: error.message)

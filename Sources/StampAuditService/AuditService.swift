@@ -46,10 +46,18 @@ public struct AuditService<C: Clock<Duration>>: Sendable {
     let readinessTimeout: Duration
     let logger: Logger
     let metrics: AuditMetrics
+    /// The data keys writes were sealed with lately.
+    let sealingKeys: SealingKeyCache<C.Instant>
+    /// The committers of users' first data keys, by shard.
+    let firstKeyCommitters = FirstKeyCommitters()
 
+    /// - Parameter sealingKeyLifetime: How long a user's data key is kept for sealing their writes
+    ///   (see ``SealingKeyCache``): a write through this server after another server erased the
+    ///   user may be sealed with the destroyed key, and read as erased, for that long.
     public init(
         layout: IDLayout, shardMap: ShardMapSource<C>, shards: ShardSet, ids: any AuditIDSource, sealer: ValueSealer, checkpoints: CheckpointPolicy? = nil,
-        storeTimeout: Duration = .seconds(5), readinessTimeout: Duration = .seconds(1), logger: Logger, metricsFactory: any MetricsFactory = MetricsSystem.factory
+        storeTimeout: Duration = .seconds(5), readinessTimeout: Duration = .seconds(1), sealingKeyLifetime: Duration = .seconds(60),
+        logger: Logger, metricsFactory: any MetricsFactory = MetricsSystem.factory
     ) {
         self.layout = layout
         self.shardMap = shardMap
@@ -61,6 +69,7 @@ public struct AuditService<C: Clock<Duration>>: Sendable {
         self.readinessTimeout = readinessTimeout
         self.logger = logger
         metrics = AuditMetrics(factory: metricsFactory)
+        sealingKeys = SealingKeyCache(lifetime: sealingKeyLifetime, capacity: 100_000)
     }
 
     /// Records a change of `user`'s data under the client's `idempotencyKey`.
@@ -75,9 +84,10 @@ public struct AuditService<C: Clock<Duration>>: Sendable {
 
     /// Records a prepared write; when its shard holds a newer shard map, moves to that map and
     /// records the write again under it.
-    private func record(_ first: PreparedWrite) async throws(AuditServiceError) -> Answer {
+    func record(_ first: PreparedWrite) async throws(AuditServiceError) -> Answer {
         var write = first
         for _ in 0..<Self.mapAttempts {
+            try await fillSealingKey(&write)
             // A user whose slots moved may have a key and later rows in a former shard, which takes
             // no more writes of theirs: look there before the write. (Every former shard holds this
             // map's version: a server still on an older one can no longer write there.)
@@ -117,7 +127,7 @@ public struct AuditService<C: Clock<Duration>>: Sendable {
                 logger.warning("no ID for a write", metadata: ["stamp.shard": "\(write.placement.write)", "stamp.error": "\(error)"])
                 throw AuditServiceError(.noID, "no ID could be had from the generator nodes; retry with the same Idempotency-Key", cause: error)
             }
-            let row = write.row(id: id, sealer: sealer)
+            let row = try write.row(id: id, sealer: sealer)
             let outcome = try await Self.storeCall { () async throws(AuditStoreError) in try await write.target.committer.insert(row, mapVersion: write.mapVersion) }
             switch try await settle(outcome, of: row, write, floor: &floor) {
             case .answered(let answer): return .answered(answer)
@@ -142,12 +152,18 @@ public struct AuditService<C: Clock<Duration>>: Sendable {
             completion(.failure(error))
             return
         }
-        guard write.placement.read.count == 1, let id = ids.bufferedID(shard: write.placement.write) else {
+        guard write.placement.read.count == 1, !write.needsKey, let id = ids.bufferedID(shard: write.placement.write) else {
             Task { completion(await Self.result { () async throws(AuditServiceError) in try await record(user: user, idempotencyKey: idempotencyKey, event: event) }) }
             return
         }
         let started = ContinuousClock.now
-        let row = write.row(id: id, sealer: sealer)
+        let row: AuditRow
+        do {
+            row = try write.row(id: id, sealer: sealer)
+        } catch {
+            completion(.failure(error))
+            return
+        }
         write.target.committer.submit(row, mapVersion: write.mapVersion) { result in
             if case .success(.stored) = result {
                 metrics.writeDuration.recordNanoseconds(started.duration(to: .now).wholeNanoseconds)
@@ -177,7 +193,7 @@ public struct AuditService<C: Clock<Duration>>: Sendable {
     }
 
     /// What every write works out before it has an ID.
-    private struct PreparedWrite {
+    struct PreparedWrite {
         let user: String
         let idempotencyKey: String
         let event: AuditEventInput
@@ -186,24 +202,37 @@ public struct AuditService<C: Clock<Duration>>: Sendable {
         let placement: ShardMap.Placement
         let digest: [UInt8]
         let target: ShardSet.OpenShard
+        /// The user's data key the values are sealed with, stored in the write shard; `nil` until
+        /// it is found, and for a write without values.
+        var key: UserDataKey?
 
-        func row(id: StampID, sealer: ValueSealer) -> AuditRow {
-            AuditRow(
+        /// Whether the write has values but no key to seal them with yet.
+        var needsKey: Bool { key == nil && (event.before != nil || event.after != nil) }
+
+        func row(id: StampID, sealer: ValueSealer) throws(AuditServiceError) -> AuditRow {
+            guard !needsKey else {
+                throw AuditServiceError(.invalidConfiguration, "a write with values was about to be stored without its user's data key")
+            }
+            return AuditRow(
                 id: id, user: user, field: event.field, actor: event.actor, reason: event.reason,
-                before: event.before.map { sealer.seal($0, id: id, slot: .before) },
-                after: event.after.map { sealer.seal($0, id: id, slot: .after) },
+                before: event.before.map { sealer.seal($0, id: id, slot: .before, key: key!) },
+                after: event.after.map { sealer.seal($0, id: id, slot: .after, key: key!) },
                 idempotencyKey: idempotencyKey, requestDigest: digest
             )
         }
     }
 
-    private func prepare(user: String, idempotencyKey: String, event: AuditEventInput) throws(AuditServiceError) -> PreparedWrite {
+    func prepare(user: String, idempotencyKey: String, event: AuditEventInput) throws(AuditServiceError) -> PreparedWrite {
         let map = shardMap.current
         let placement = map.placement(ofUser: user)
-        return PreparedWrite(
+        var write = PreparedWrite(
             user: user, idempotencyKey: idempotencyKey, event: event, mapVersion: map.version, placement: placement,
             digest: sealer.digest(of: event, user: user), target: try open(placement.write)
         )
+        if write.needsKey {
+            write.key = sealingKeys.key(user: user, shard: placement.write, now: shardMap.clock.now)
+        }
+        return write
     }
 
     /// Moves to version `version` of the shard map, which the write's shard holds, and prepares
@@ -313,15 +342,6 @@ public struct AuditService<C: Clock<Duration>>: Sendable {
         return try await storeRead { () async throws(AuditStoreError) in try await store.row(id: id) }
     }
 
-    /// Opens the values of `row` for a reader.
-    public func open(_ row: AuditRow) throws(AuditServiceError) -> (before: String?, after: String?) {
-        do {
-            return (try row.before.map { try sealer.open($0, id: row.id, slot: .before) }, try row.after.map { try sealer.open($0, id: row.id, slot: .after) })
-        } catch {
-            logger.error("stored value unreadable", metadata: ["stamp.event": "\(row.id)", "stamp.error": "\(error)"])
-            throw AuditServiceError(.sealedValueUnreadable, "a stored value of event \(row.id) cannot be opened with the configured data key", cause: error)
-        }
-    }
 
     /// Why the server cannot serve now, or `nil` when it can: every shard of the map open and
     /// answering within the readiness timeout (asked all at once), and a generator node reachable.
@@ -382,7 +402,7 @@ public struct AuditService<C: Clock<Duration>>: Sendable {
     }
 
     /// Runs a store operation, turning its errors into the service's.
-    private static func storeCall<T>(_ body: () async throws(AuditStoreError) -> T) async throws(AuditServiceError) -> T {
+    static func storeCall<T>(_ body: () async throws(AuditStoreError) -> T) async throws(AuditServiceError) -> T {
         do {
             return try await body()
         } catch {
@@ -442,6 +462,8 @@ public struct AuditServiceError: Error, Sendable, CustomStringConvertible {
         case userOrderContended = "user-order-contended"
         /// The configuration cannot work: the shard map, a secret, a bound.
         case invalidConfiguration = "invalid-configuration"
+        /// The user's data keys were destroyed while a write of theirs was sealed; it may be retried with the same key.
+        case erasureInProgress = "erasure-in-progress"
     }
 
     public let code: Code

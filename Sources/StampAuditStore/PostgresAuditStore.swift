@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import PostgresNIO
 import StampAudit
@@ -342,6 +343,133 @@ public final class PostgresAuditStore: AuditStore {
                 logger: logger
             ))
         }
+    }
+
+    public func userKeys(user: String) async throws(AuditStoreError) -> [StoredUserKey] {
+        try await perform("read data keys") {
+            try await Self.userKeys(client.query(
+                "SELECT user_id, generation, wrapped_key FROM stamp_audit_user_keys WHERE user_id IN (\(user), \(StoredUserKey.legacyKeyOwner)) ORDER BY user_id, generation",
+                logger: logger
+            ))
+        }
+    }
+
+    public func addUserKey(_ key: StoredUserKey) async throws(AuditStoreError) -> [StoredUserKey] {
+        try await perform("store a data key") {
+            _ = try await client.query(
+                """
+                INSERT INTO stamp_audit_user_keys (user_id, generation, wrapped_key)
+                    VALUES (\(key.user), \(Int64(key.generation)), \(key.wrapped.map { ByteBuffer(bytes: $0) })) ON CONFLICT DO NOTHING
+                """,
+                logger: logger
+            )
+        }
+        return try await userKeys(user: key.user)
+    }
+
+    public func addFirstUserKeys(_ keys: [StoredUserKey]) async throws(AuditStoreError) -> Set<String> {
+        guard !keys.isEmpty else { return [] }
+        let users = keys.map(\.user)
+        let generations = keys.map { Int64($0.generation) }
+        // Bound as hex text: one array parameter per column.
+        let wrapped = keys.map { key in (key.wrapped ?? []).map { String(format: "%02x", $0) }.joined() }
+        return try await perform("store data keys") {
+            let rows = try await client.query(
+                """
+                INSERT INTO stamp_audit_user_keys (user_id, generation, wrapped_key)
+                    SELECT input.user_id, input.generation, decode(input.wrapped_key, 'hex')
+                    FROM unnest(\(users)::text[], \(generations)::bigint[], \(wrapped)::text[]) AS input (user_id, generation, wrapped_key)
+                    WHERE NOT EXISTS (SELECT 1 FROM stamp_audit_user_keys stored WHERE stored.user_id = input.user_id)
+                    ON CONFLICT DO NOTHING RETURNING user_id
+                """,
+                logger: logger
+            )
+            var stored: Set<String> = []
+            for try await user in rows.decode(String.self) { stored.insert(user) }
+            return stored
+        }
+    }
+
+    public func eraseUserKeys(user: String) async throws(AuditStoreError) {
+        try await perform("destroy data keys") {
+            try await client.withTransaction(logger: logger) { connection in
+                try await connection.query("UPDATE stamp_audit_user_keys SET wrapped_key = NULL WHERE user_id = \(user) AND wrapped_key IS NOT NULL", logger: logger)
+                try await connection.query(
+                    "INSERT INTO stamp_audit_user_keys (user_id, generation, wrapped_key) VALUES (\(user), 0, NULL) ON CONFLICT DO NOTHING",
+                    logger: logger
+                )
+            }
+        }
+    }
+
+    public func liveUserKeys() async throws(AuditStoreError) -> [StoredUserKey] {
+        try await perform("read data keys") {
+            try await Self.userKeys(client.query(
+                "SELECT user_id, generation, wrapped_key FROM stamp_audit_user_keys WHERE wrapped_key IS NOT NULL ORDER BY user_id, generation",
+                logger: logger
+            ))
+        }
+    }
+
+    public func rewrapUserKeys(_ changes: [(old: StoredUserKey, wrapped: [UInt8])]) async throws(AuditStoreError) -> Int {
+        try await perform("re-wrap data keys") {
+            try await client.withTransaction(logger: logger) { connection in
+                var replaced = 0
+                for (old, wrapped) in changes {
+                    let rows = try await connection.query(
+                        """
+                        UPDATE stamp_audit_user_keys SET wrapped_key = \(ByteBuffer(bytes: wrapped))
+                            WHERE user_id = \(old.user) AND generation = \(Int64(old.generation)) AND wrapped_key = \(old.wrapped.map { ByteBuffer(bytes: $0) })
+                            RETURNING generation
+                        """,
+                        logger: logger
+                    )
+                    for try await _ in rows.decode(Int64.self) { replaced += 1 }
+                }
+                return replaced
+            }
+        }
+    }
+
+    public func recordAccess(_ entry: AccessLogEntry) async throws(AuditStoreError) {
+        try await perform("record an access") {
+            _ = try await client.query(
+                """
+                INSERT INTO stamp_audit_access_log (recorded_at, reader, user_id, request, event_ids)
+                    VALUES (\(entry.recordedAt), \(entry.reader), \(entry.user), \(entry.request), \(entry.eventList))
+                """,
+                logger: logger
+            )
+        }
+    }
+
+    public func accessLog(user: String, limit: Int) async throws(AuditStoreError) -> [AccessLogEntry] {
+        guard limit > 0 else { return [] }
+        return try await perform("read the access log") {
+            let rows = try await client.query(
+                """
+                SELECT recorded_at, reader, user_id, request, event_ids FROM stamp_audit_access_log
+                    WHERE user_id = \(user) ORDER BY recorded_at DESC, sequence DESC LIMIT \(Int64(limit))
+                """,
+                logger: logger
+            )
+            var entries: [AccessLogEntry] = []
+            for try await (recordedAt, reader, user, request, list) in rows.decode((Int64, String, String, String, String).self) {
+                guard let events = AccessLogEntry.events(fromList: list) else {
+                    throw AuditStoreError(.rejected, "the PostgreSQL store holds a malformed access log entry")
+                }
+                entries.append(AccessLogEntry(recordedAt: recordedAt, reader: reader, user: user, request: request, events: events))
+            }
+            return entries
+        }
+    }
+
+    private static func userKeys(_ rows: PostgresRowSequence) async throws -> [StoredUserKey] {
+        var keys: [StoredUserKey] = []
+        for try await (user, generation, wrapped) in rows.decode((String, Int64, ByteBuffer?).self) {
+            keys.append(StoredUserKey(user: user, generation: Int(generation), wrapped: wrapped.map { Array($0.readableBytesView) }))
+        }
+        return keys
     }
 
     public func ping() async throws(AuditStoreError) {
@@ -711,6 +839,94 @@ public final class PostgresAuditStore: AuditStore {
                     IF EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'stamp_audit_writer') THEN
                         GRANT SELECT, UPDATE ON stamp_audit_chain TO stamp_audit_writer;
                         GRANT SELECT, INSERT ON stamp_audit_checkpoints TO stamp_audit_writer;
+                    END IF;
+                END
+                $$
+                """,
+            ]
+        ),
+        (
+            // Each user's data keys, wrapped by the master key; an erasure sets them to NULL. A
+            // destroyed key can never be stored again, and no key row is ever deleted.
+            name: "0006-create-user-keys",
+            statements: [
+                """
+                CREATE TABLE stamp_audit_user_keys (
+                    user_id text NOT NULL,
+                    generation bigint NOT NULL,
+                    wrapped_key bytea,
+                    PRIMARY KEY (user_id, generation)
+                )
+                """,
+                """
+                CREATE FUNCTION stamp_audit_refuse_key_restore() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    RAISE EXCEPTION 'a destroyed data key cannot be stored again';
+                END
+                $$
+                """,
+                """
+                CREATE TRIGGER stamp_audit_user_keys_refuse_restore
+                    BEFORE UPDATE ON stamp_audit_user_keys
+                    FOR EACH ROW WHEN (OLD.wrapped_key IS NULL AND NEW.wrapped_key IS NOT NULL) EXECUTE FUNCTION stamp_audit_refuse_key_restore()
+                """,
+                """
+                CREATE FUNCTION stamp_audit_refuse_key_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    RAISE EXCEPTION 'data keys are destroyed by setting them to NULL, never deleted: % refused', TG_OP;
+                END
+                $$
+                """,
+                """
+                CREATE TRIGGER stamp_audit_user_keys_refuse_delete
+                    BEFORE DELETE OR TRUNCATE ON stamp_audit_user_keys
+                    FOR EACH STATEMENT EXECUTE FUNCTION stamp_audit_refuse_key_delete()
+                """,
+                "REVOKE DELETE, TRUNCATE ON stamp_audit_user_keys FROM PUBLIC",
+                """
+                DO $$
+                BEGIN
+                    IF EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'stamp_audit_writer') THEN
+                        GRANT SELECT, INSERT, UPDATE ON stamp_audit_user_keys TO stamp_audit_writer;
+                    END IF;
+                END
+                $$
+                """,
+            ]
+        ),
+        (
+            // Every request that returned personal-data values to a reader; append-only.
+            name: "0007-create-access-log",
+            statements: [
+                """
+                CREATE TABLE stamp_audit_access_log (
+                    sequence bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                    recorded_at bigint NOT NULL,
+                    reader text NOT NULL,
+                    user_id text NOT NULL,
+                    request text NOT NULL,
+                    event_ids text NOT NULL
+                )
+                """,
+                "CREATE INDEX stamp_audit_access_log_user ON stamp_audit_access_log (user_id, recorded_at)",
+                """
+                CREATE FUNCTION stamp_audit_refuse_access_log_change() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    RAISE EXCEPTION 'stamp_audit_access_log is append-only: % refused', TG_OP;
+                END
+                $$
+                """,
+                """
+                CREATE TRIGGER stamp_audit_access_log_refuse_changes
+                    BEFORE UPDATE OR DELETE OR TRUNCATE ON stamp_audit_access_log
+                    FOR EACH STATEMENT EXECUTE FUNCTION stamp_audit_refuse_access_log_change()
+                """,
+                "REVOKE UPDATE, DELETE, TRUNCATE ON stamp_audit_access_log FROM PUBLIC",
+                """
+                DO $$
+                BEGIN
+                    IF EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'stamp_audit_writer') THEN
+                        GRANT SELECT, INSERT ON stamp_audit_access_log TO stamp_audit_writer;
                     END IF;
                 END
                 $$

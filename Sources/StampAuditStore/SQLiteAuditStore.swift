@@ -216,6 +216,79 @@ public final class SQLiteAuditStore: AuditStore {
         try db.execute(sql: refuseUpdate)
     }
 
+    public func userKeys(user: String) async throws(AuditStoreError) -> [StoredUserKey] {
+        try await reading("read data keys") { db in try Self.userKeys(db, user: user) }
+    }
+
+    public func addUserKey(_ key: StoredUserKey) async throws(AuditStoreError) -> [StoredUserKey] {
+        try await writing("store a data key") { db in
+            try db.cachedStatement(sql: SQL.addUserKey).execute(arguments: [key.user, key.generation, key.wrapped.map { Data($0) }])
+            return try Self.userKeys(db, user: key.user)
+        }
+    }
+
+    public func addFirstUserKeys(_ keys: [StoredUserKey]) async throws(AuditStoreError) -> Set<String> {
+        guard !keys.isEmpty else { return [] }
+        return try await writing("store data keys") { db in
+            var stored: Set<String> = []
+            let statement = try db.cachedStatement(sql: SQL.addFirstUserKey)
+            for key in keys {
+                try statement.execute(arguments: [key.user, key.generation, key.wrapped.map { Data($0) }])
+                if db.changesCount == 1 { stored.insert(key.user) }
+            }
+            return stored
+        }
+    }
+
+    public func eraseUserKeys(user: String) async throws(AuditStoreError) {
+        try await writing("destroy data keys") { db in
+            // Zeroes the freed bytes of the destroyed keys in the database file instead of leaving them.
+            try db.execute(sql: "PRAGMA secure_delete = ON")
+            try db.cachedStatement(sql: SQL.destroyUserKeys).execute(arguments: [user])
+            try db.cachedStatement(sql: SQL.addUserKey).execute(arguments: [user, 0, nil as Data?])
+        }
+    }
+
+    public func liveUserKeys() async throws(AuditStoreError) -> [StoredUserKey] {
+        try await reading("read data keys") { db in
+            try Row.fetchAll(db.cachedStatement(sql: SQL.liveUserKeys)).map(StoredUserKey.init(row:))
+        }
+    }
+
+    public func rewrapUserKeys(_ changes: [(old: StoredUserKey, wrapped: [UInt8])]) async throws(AuditStoreError) -> Int {
+        let changes = changes.map { ($0.old.user, $0.old.generation, $0.old.wrapped.map { Data($0) }, Data($0.wrapped)) }
+        return try await writing("re-wrap data keys") { db in
+            var replaced = 0
+            let statement = try db.cachedStatement(sql: SQL.rewrapUserKey)
+            for (user, generation, old, wrapped) in changes {
+                try statement.execute(arguments: [wrapped, user, generation, old])
+                replaced += db.changesCount
+            }
+            return replaced
+        }
+    }
+
+    public func recordAccess(_ entry: AccessLogEntry) async throws(AuditStoreError) {
+        try await writing("record an access") { db in
+            try db.cachedStatement(sql: SQL.recordAccess).execute(arguments: [entry.recordedAt, entry.reader, entry.user, entry.request, entry.eventList])
+        }
+    }
+
+    public func accessLog(user: String, limit: Int) async throws(AuditStoreError) -> [AccessLogEntry] {
+        guard limit > 0 else { return [] }
+        let entries = try await reading("read the access log") { db in
+            try Row.fetchAll(db.cachedStatement(sql: SQL.accessLog), arguments: [user, limit]).map(AccessLogEntry.init(row:))
+        }
+        return try entries.map { entry throws(AuditStoreError) in
+            guard let entry else { throw AuditStoreError(.rejected, "the SQLite store holds a malformed access log entry") }
+            return entry
+        }
+    }
+
+    private static func userKeys(_ db: Database, user: String) throws -> [StoredUserKey] {
+        try Row.fetchAll(db.cachedStatement(sql: SQL.userKeys), arguments: [user, StoredUserKey.legacyKeyOwner]).map(StoredUserKey.init(row:))
+    }
+
     public func ping() async throws(AuditStoreError) {
         _ = try await reading("answer a ping") { db in
             try Int.fetchOne(db, sql: "SELECT 1")
@@ -377,6 +450,54 @@ public final class SQLiteAuditStore: AuditStore {
                 """,
             ]
         ),
+        (
+            // Each user's data keys, wrapped by the master key; an erasure sets them to NULL. A
+            // destroyed key can never be stored again, and no key row is ever deleted.
+            name: "0005-create-user-keys",
+            statements: [
+                """
+                CREATE TABLE stamp_audit_user_keys (
+                    user_id TEXT NOT NULL,
+                    generation INTEGER NOT NULL,
+                    wrapped_key BLOB,
+                    PRIMARY KEY (user_id, generation)
+                ) STRICT
+                """,
+                """
+                CREATE TRIGGER stamp_audit_user_keys_refuse_restore BEFORE UPDATE ON stamp_audit_user_keys
+                WHEN OLD.wrapped_key IS NULL AND NEW.wrapped_key IS NOT NULL
+                BEGIN SELECT RAISE(ABORT, 'a destroyed data key cannot be stored again'); END
+                """,
+                """
+                CREATE TRIGGER stamp_audit_user_keys_refuse_delete BEFORE DELETE ON stamp_audit_user_keys
+                BEGIN SELECT RAISE(ABORT, 'data keys are destroyed by setting them to NULL, never deleted'); END
+                """,
+            ]
+        ),
+        (
+            // Every request that returned personal-data values to a reader; append-only.
+            name: "0006-create-access-log",
+            statements: [
+                """
+                CREATE TABLE stamp_audit_access_log (
+                    recorded_at INTEGER NOT NULL,
+                    reader TEXT NOT NULL,
+                    user_id TEXT NOT NULL,
+                    request TEXT NOT NULL,
+                    event_ids TEXT NOT NULL
+                ) STRICT
+                """,
+                "CREATE INDEX stamp_audit_access_log_user ON stamp_audit_access_log (user_id, recorded_at)",
+                """
+                CREATE TRIGGER stamp_audit_access_log_refuse_update BEFORE UPDATE ON stamp_audit_access_log
+                BEGIN SELECT RAISE(ABORT, 'stamp_audit_access_log is append-only'); END
+                """,
+                """
+                CREATE TRIGGER stamp_audit_access_log_refuse_delete BEFORE DELETE ON stamp_audit_access_log
+                BEGIN SELECT RAISE(ABORT, 'stamp_audit_access_log is append-only'); END
+                """,
+            ]
+        ),
     ]
 }
 
@@ -415,6 +536,26 @@ private enum SQL {
     static let latestID = "SELECT MAX(id) FROM stamp_audit_events WHERE user_id = ?1"
     /// Up to `?2` IDs above `?1`, ascending.
     static let idsAfter = "SELECT id FROM stamp_audit_events WHERE id > ?1 ORDER BY id LIMIT ?2"
+    /// The data keys of user `?1` and of the legacy key owner `?2`.
+    static let userKeys = "SELECT user_id, generation, wrapped_key FROM stamp_audit_user_keys WHERE user_id IN (?1, ?2) ORDER BY user_id, generation"
+    /// Stores generation `?2` of user `?1`'s key as `?3` unless the shard holds that generation.
+    static let addUserKey = "INSERT INTO stamp_audit_user_keys (user_id, generation, wrapped_key) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING"
+    /// Stores generation `?2` of user `?1`'s key as `?3` only when the shard holds no key of the user.
+    static let addFirstUserKey = """
+        INSERT INTO stamp_audit_user_keys (user_id, generation, wrapped_key)
+        SELECT ?1, ?2, ?3 WHERE NOT EXISTS (SELECT 1 FROM stamp_audit_user_keys WHERE user_id = ?1)
+        ON CONFLICT DO NOTHING
+        """
+    /// Destroys every key of user `?1`.
+    static let destroyUserKeys = "UPDATE stamp_audit_user_keys SET wrapped_key = NULL WHERE user_id = ?1 AND wrapped_key IS NOT NULL"
+    /// Every key that is not destroyed.
+    static let liveUserKeys = "SELECT user_id, generation, wrapped_key FROM stamp_audit_user_keys WHERE wrapped_key IS NOT NULL ORDER BY user_id, generation"
+    /// Sets generation `?3` of user `?2`'s key to `?1` while it is `?4`.
+    static let rewrapUserKey = "UPDATE stamp_audit_user_keys SET wrapped_key = ?1 WHERE user_id = ?2 AND generation = ?3 AND wrapped_key = ?4"
+    /// Appends an access log entry.
+    static let recordAccess = "INSERT INTO stamp_audit_access_log (recorded_at, reader, user_id, request, event_ids) VALUES (?1, ?2, ?3, ?4, ?5)"
+    /// Up to `?2` access log entries of user `?1`, newest first.
+    static let accessLog = "SELECT recorded_at, reader, user_id, request, event_ids FROM stamp_audit_access_log WHERE user_id = ?1 ORDER BY recorded_at DESC, rowid DESC LIMIT ?2"
     /// The row with ID `?1`.
     static let rowByID = "SELECT \(AuditInsertBatch.columns) FROM stamp_audit_events WHERE id = ?1"
     /// The row of user `?1` with idempotency key `?2`.
@@ -455,5 +596,19 @@ extension AuditRow {
             idempotencyKey: idempotencyKey,
             requestDigest: Array(requestDigest)
         )
+    }
+}
+
+extension StoredUserKey {
+    fileprivate init(row: Row) {
+        self.init(user: row["user_id"], generation: row["generation"], wrapped: (row["wrapped_key"] as Data?).map(Array.init))
+    }
+}
+
+extension AccessLogEntry {
+    /// Reads an entry; `nil` when its event list does not parse.
+    fileprivate init?(row: Row) {
+        guard let events = AccessLogEntry.events(fromList: row["event_ids"]) else { return nil }
+        self.init(recordedAt: row["recorded_at"], reader: row["reader"], user: row["user_id"], request: row["request"], events: events)
     }
 }

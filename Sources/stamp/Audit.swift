@@ -10,7 +10,7 @@ import StampCore
 struct Audit: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "The audit log of changes to users' personal data.",
-        subcommands: [AuditServe.self, AuditKey.self, AuditSigningKey.self, AuditVerify.self]
+        subcommands: [AuditServe.self, AuditKey.self, AuditSigningKey.self, AuditRotateKey.self, AuditVerify.self]
     )
 }
 
@@ -27,9 +27,11 @@ struct AuditServe: AsyncParsableCommand {
         before it is used.
 
         Secrets come from the environment only, so that they never show in process lists: \
-        STAMP_AUDIT_DATA_KEY (base64 of 32 random bytes: the AES-256-GCM key sealing before/after values; \
-        `stamp audit key` prints a new one), STAMP_AUDIT_WRITER_TOKEN and STAMP_AUDIT_READER_TOKEN (bearer tokens, \
-        16 characters or more), STAMP_AUDIT_SIGNING_KEY (base64 of a 32-byte Ed25519 private key that signs \
+        STAMP_AUDIT_DATA_KEY (base64 of 32 random bytes: the master key wrapping each user's AES-256-GCM data key, \
+        which seals their before/after values; `stamp audit key` prints a new one), STAMP_AUDIT_PREVIOUS_DATA_KEY \
+        (the master key before a rotation, while `stamp audit rotate-key` runs), STAMP_AUDIT_WRITER_TOKEN and \
+        STAMP_AUDIT_READER_TOKEN (bearer tokens, 16 characters or more), STAMP_AUDIT_ADMIN_TOKEN (optional: the bearer \
+        token that erases a user's personal data and reads the access log), STAMP_AUDIT_SIGNING_KEY (base64 of a 32-byte Ed25519 private key that signs \
         checkpoints of the shards' hash chains; `stamp audit signing-key` prints a new one; without it no checkpoint \
         is signed), STAMP_TOKEN (the generator nodes' bearer token, when they have one); the passwords \
         of PostgreSQL shards from PGPASSWORD or a password file (PGPASSFILE, else ~/.pgpass), never from the shard map, \
@@ -115,8 +117,8 @@ struct AuditServe: AsyncParsableCommand {
             throw ValidationError("set STAMP_AUDIT_WRITER_TOKEN and STAMP_AUDIT_READER_TOKEN to the bearer tokens of writers and readers")
         }
         do {
-            configuration.service.sealer = try ValueSealer(base64Key: key)
-            configuration.tokens = try AuditTokens(writer: writer, reader: reader)
+            configuration.service.sealer = try ValueSealer(base64Key: key, previousBase64Key: options.environment["STAMP_AUDIT_PREVIOUS_DATA_KEY"])
+            configuration.tokens = try AuditTokens(writer: writer, reader: reader, admin: options.environment["STAMP_AUDIT_ADMIN_TOKEN"])
             configuration.generatorToken = options.environment["STAMP_TOKEN"]
             if let signingKey = options.environment["STAMP_AUDIT_SIGNING_KEY"] {
                 configuration.service.checkpoints = CheckpointPolicy(signer: try CheckpointSigner(base64Key: signingKey))
@@ -273,5 +275,55 @@ struct AuditVerify: AsyncParsableCommand {
         let walked = "\(verification.rows) rows in \(String(format: "%.2f", seconds)) s (\(rate) rows/s), \(verification.checkpoints) checkpoints\(newest)"
         guard let problem = verification.problem else { return "shard \(verification.shard): verified: \(walked)" }
         return "shard \(verification.shard): FAILED: \(problem); walked \(walked)"
+    }
+}
+
+struct AuditRotateKey: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rotate-key",
+        abstract: "Re-wrap every user's data key under a new master key, in every shard of the map; event rows stay as they are.",
+        discussion: """
+        The keys come from the environment only: STAMP_AUDIT_OLD_DATA_KEY (the master key in use) and \
+        STAMP_AUDIT_NEW_DATA_KEY (its successor; `stamp audit key` prints one). First restart the audit servers with \
+        STAMP_AUDIT_DATA_KEY set to the new key and STAMP_AUDIT_PREVIOUS_DATA_KEY to the old one, so that they \
+        unwrap keys under either while this runs; then run it (again after a failure: it leaves keys wrapped by the \
+        new master key as they are); then restart the servers without STAMP_AUDIT_PREVIOUS_DATA_KEY. Values stored \
+        before per-user keys were sealed with the master key itself: the first rotation keeps that key in each \
+        shard, wrapped by the new one, so that they still open.
+        """
+    )
+
+    @Option(help: ArgumentHelp("Shard map file. [env: STAMP_SHARD_MAP] (default: \(AuditServe.defaults.service.shardMapPath))", valueName: "path"))
+    var shardMap: String?
+
+    @Option(help: ArgumentHelp("ID layout of the generator cluster. [env: STAMP_LAYOUT] (default: \(AuditServe.defaults.service.layout))", valueName: "spec"))
+    var layout: String?
+
+    func run() async throws {
+        let options = OptionValues()
+        guard let oldKey = options.environment["STAMP_AUDIT_OLD_DATA_KEY"], let newKey = options.environment["STAMP_AUDIT_NEW_DATA_KEY"] else {
+            throw ValidationError("set STAMP_AUDIT_OLD_DATA_KEY to the master key in use and STAMP_AUDIT_NEW_DATA_KEY to the new one")
+        }
+        let old: ValueSealer, new: ValueSealer
+        do {
+            old = try ValueSealer(base64Key: oldKey)
+            new = try ValueSealer(base64Key: newKey)
+        } catch {
+            throw ValidationError(error.message)
+        }
+        var idLayout = AuditServe.defaults.service.layout
+        if let text = options.text(layout, "STAMP_LAYOUT") {
+            do {
+                idLayout = try IDLayout(parsing: text)
+            } catch {
+                throw ValidationError(error.description)
+            }
+        }
+        let path = options.text(shardMap, "STAMP_SHARD_MAP") ?? AuditServe.defaults.service.shardMapPath
+        let logger = Logger(label: "stamp.audit.rotate-key")
+        let reports = try await MasterKeyRotation.rotate(shardMapPath: path, layout: idLayout, from: old, to: new, logger: logger)
+        for report in reports {
+            print("shard \(report.shard): \(report.rewrapped) of \(report.keys) data keys re-wrapped")
+        }
     }
 }

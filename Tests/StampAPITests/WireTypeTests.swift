@@ -101,6 +101,7 @@ struct WireTypeTests {
             AuditEvent(id: StampID(rawValue: 251_394_882_554_298_368)!, userId: text, field: "email", actor: text, reason: text, shard: 3, recordedAt: "2026-12-01T17:00:00.000Z", values: nil),
             AuditEvent(id: StampID(rawValue: 0)!, userId: "u", field: text, actor: "a", reason: "", shard: 0, recordedAt: "2025-01-01T00:00:00.000Z", values: .init(before: text, after: nil)),
             AuditEvent(id: StampID(rawValue: Int64.max)!, userId: "u", field: "f", actor: "a", reason: "r", shard: 31, recordedAt: "x", values: .init(before: nil, after: text)),
+            AuditEvent(id: StampID(rawValue: 7)!, userId: text, field: "f", actor: "a", reason: text, shard: 1, recordedAt: "x", values: nil, erased: true),
         ]
     }
 

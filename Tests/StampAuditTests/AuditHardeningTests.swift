@@ -209,6 +209,14 @@ final class HangingPingStore: AuditStore {
     func rowCount() async throws(AuditStoreError) -> Int64 { try await base.rowCount() }
     func recordCheckpoint(_ checkpoint: AuditCheckpoint) async throws(AuditStoreError) { try await base.recordCheckpoint(checkpoint) }
     func checkpoints(below rows: Int64?, limit: Int) async throws(AuditStoreError) -> [AuditCheckpoint] { try await base.checkpoints(below: rows, limit: limit) }
+    func userKeys(user: String) async throws(AuditStoreError) -> [StoredUserKey] { try await base.userKeys(user: user) }
+    func addUserKey(_ key: StoredUserKey) async throws(AuditStoreError) -> [StoredUserKey] { try await base.addUserKey(key) }
+    func addFirstUserKeys(_ keys: [StoredUserKey]) async throws(AuditStoreError) -> Set<String> { try await base.addFirstUserKeys(keys) }
+    func eraseUserKeys(user: String) async throws(AuditStoreError) { try await base.eraseUserKeys(user: user) }
+    func liveUserKeys() async throws(AuditStoreError) -> [StoredUserKey] { try await base.liveUserKeys() }
+    func rewrapUserKeys(_ changes: [(old: StoredUserKey, wrapped: [UInt8])]) async throws(AuditStoreError) -> Int { try await base.rewrapUserKeys(changes) }
+    func recordAccess(_ entry: AccessLogEntry) async throws(AuditStoreError) { try await base.recordAccess(entry) }
+    func accessLog(user: String, limit: Int) async throws(AuditStoreError) -> [AccessLogEntry] { try await base.accessLog(user: user, limit: limit) }
     func close() async { await base.close() }
 
     /// Waits until cancelled, on a clock nobody moves.

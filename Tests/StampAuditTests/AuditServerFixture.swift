@@ -71,6 +71,7 @@ struct LaggingWallClock: WallClock {
 struct AuditFixture: Sendable {
     static let writerToken = "writer-token-0123456789"
     static let readerToken = "reader-token-0123456789"
+    static let adminToken = "admin-token-0123456789"
     /// The data key every audit server of a fixture shares.
     static let dataKey = ValueSealer.generateKey()
 
@@ -91,7 +92,7 @@ struct AuditFixture: Sendable {
     func application() throws -> some ApplicationProtocol {
         var server = AuditServerConfiguration().server
         server.port = 0
-        return buildAuditApplication(service: service, tokens: try AuditTokens(writer: Self.writerToken, reader: Self.readerToken), server: server, metrics: { "" }, logger: records.logger())
+        return buildAuditApplication(service: service, tokens: try AuditTokens(writer: Self.writerToken, reader: Self.readerToken, admin: Self.adminToken), server: server, metrics: { "" }, logger: records.logger())
     }
 
     /// Runs `statements` on the database of shard `shard`, directly, as its owner.

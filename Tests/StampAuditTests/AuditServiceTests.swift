@@ -75,9 +75,10 @@ struct AuditServiceTests {
     @Test(arguments: AuditStoreBackend.testable)
     func aWriteBelowTheUsersNewestRowGoesAgainAboveIt(backend: AuditStoreBackend) async throws {
         try await withAuditFixture(backend) { fixture in
-            let now = Int64(Date().timeIntervalSince1970 * 1000)
             let first = try await fixture.service.record(user: "carol", idempotencyKey: "k1", event: Self.event).row
-            let lagging = try LaggingIDSource(now: now)
+            // The clocks of the two nodes are set from the first row's time: however long its write
+            // took, one node is behind it and the other on time.
+            let lagging = try LaggingIDSource(now: first.id.fields(in: .default).unixMilliseconds)
             let behindServer = AuditService(layout: .default, shardMap: fixture.service.shardMap, shards: fixture.shards, ids: lagging, sealer: try ValueSealer(base64Key: AuditFixture.dataKey), logger: fixture.records.logger(), metricsFactory: fixture.metrics)
             let second = try await behindServer.record(user: "carol", idempotencyKey: "k2", event: Self.event)
             #expect(second.replayed == false)

@@ -381,6 +381,15 @@ struct AuditStoreSuiteTests {
                 #expect(message.hasPrefix("42501: permission denied"), "\(statement): \(message)")
             }
             #expect(try await store.row(id: row.id) == row)
+            // The role stores, destroys and re-wraps data keys and appends to the access log.
+            let key = StoredUserKey(user: row.user, generation: 1, wrapped: [1, 2, 3])
+            #expect(try await store.addUserKey(key) == [key])
+            #expect(try await store.rewrapUserKeys([(key, [4, 5, 6])]) == 1)
+            try await store.eraseUserKeys(user: row.user)
+            #expect(try await store.liveUserKeys().isEmpty)
+            let entry = AccessLogEntry(recordedAt: 1, reader: "reader sha256:000000000000", user: row.user, request: "GET /", events: [row.id])
+            try await store.recordAccess(entry)
+            #expect(try await store.accessLog(user: row.user, limit: 5) == [entry])
             await store.close()
         }
     }

@@ -1,4 +1,5 @@
 import Foundation
+import StampLoadTesting
 import Testing
 
 /// The real binary never takes a database password from its command line, and reaches PostgreSQL over TLS.
@@ -41,5 +42,36 @@ struct SecretsProcessTests {
         try await node.waitUntilReady()
         let (data, status) = try await HTTP.get("\(node.baseURL)/v1/ids?count=3")
         #expect(status == 200, "\(String(decoding: data, as: UTF8.self))")
+    }
+
+    /// Runs `stamp ARGUMENTS` in `directory` with `environment` added, and waits for it to end.
+    static func run(_ arguments: [String], environment: [String: String], directory: URL) async throws -> (ChildProcess.Termination, String) {
+        let process = try ChildProcess.start(ChildProcess.Launch(
+            name: "stamp \(arguments.first ?? "")", executable: StampProcess.binary.path, arguments: arguments, environment: environment, directory: directory.path
+        ))
+        let termination = await process.waitForExit()
+        await process.output.waitForEnd()
+        return (termination, process.output.contents)
+    }
+
+    @Test("stamp audit rotate-key takes both master keys from the environment only, and may run again")
+    func rotateKey() async throws {
+        let directory = try Self.directory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let map = directory.appendingPathComponent("shard-map.json").path
+        try #"{"version": 1, "slots": 4, "shards": [{"id": 0, "database": "sqlite:shard-0.sqlite", "state": "active"}], "assignments": [{"slots": "0-3", "shard": 0}]}"#.write(toFile: map, atomically: true, encoding: .utf8)
+        let (_, old) = try await Self.run(["audit", "key"], environment: [:], directory: directory)
+        let (_, new) = try await Self.run(["audit", "key"], environment: [:], directory: directory)
+        let keys = ["STAMP_AUDIT_OLD_DATA_KEY": old.trimmingCharacters(in: .whitespacesAndNewlines), "STAMP_AUDIT_NEW_DATA_KEY": new.trimmingCharacters(in: .whitespacesAndNewlines)]
+
+        let (refused, refusal) = try await Self.run(["audit", "rotate-key", "--shard-map", map], environment: ["STAMP_AUDIT_OLD_DATA_KEY": keys["STAMP_AUDIT_OLD_DATA_KEY"]!], directory: directory)
+        #expect(refused != .exited(0))
+        #expect(refusal.contains("STAMP_AUDIT_NEW_DATA_KEY"), "\(refusal)")
+        for _ in 0..<2 {
+            let (termination, output) = try await Self.run(["audit", "rotate-key", "--shard-map", map], environment: keys, directory: directory)
+            #expect(termination == .exited(0), "\(output)")
+            // The shard keeps the old master key, wrapped by the new one, for the rows sealed with it.
+            #expect(output.contains("shard 0: 0 of 1 data keys re-wrapped"), "\(output)")
+        }
     }
 }
