@@ -32,8 +32,13 @@ public struct CallRecord: Sendable, Equatable {
     }
 
     /// The ID received, if the call succeeded.
+    ///
+    /// Not inlined: inlined into ``HistoryChecker/check()``, its switch on a borrowed record makes
+    /// Swift 6.3's optimizer fail (an ownership error in CopyPropagation) in release builds.
     public var id: Int64? {
-        if case .id(let id) = outcome { id } else { nil }
+        @inline(never) get {
+            if case .id(let id) = outcome { id } else { nil }
+        }
     }
 
     /// The record's line in a history file.
