@@ -9,6 +9,7 @@ import Glibc
 import Darwin
 #endif
 import StampCoordination
+import StampCore
 
 /// Where the password of an etcd location's user comes from: never the location itself.
 ///
@@ -63,23 +64,10 @@ public struct EtcdPasswordSource: Sendable {
 
     /// The text of the file at `path`, which only its owner may read or write.
     private static func readPrivateFile(_ path: String) throws(CoordinationError) -> String {
-        var status = stat()
-        guard stat(path, &status) == 0 else {
-            throw CoordinationError(.invalidConfiguration, "the etcd password file \(path) cannot be read (errno \(errno))")
+        do {
+            return try PrivateFile.text(at: path)
+        } catch {
+            throw CoordinationError(.invalidConfiguration, "the etcd password file \(path) \(error.reason)")
         }
-        // The file type bits, and the permission bits of the group and of others.
-        guard status.st_mode & 0o170000 == 0o100000 else {
-            throw CoordinationError(.invalidConfiguration, "the etcd password file \(path) is not a regular file")
-        }
-        guard status.st_mode & 0o077 == 0 else {
-            throw CoordinationError(
-                .invalidConfiguration,
-                "the etcd password file \(path) is open to other users; make it readable by its owner only (chmod 600)"
-            )
-        }
-        guard let contents = FileManager.default.contents(atPath: path), let text = String(bytes: contents, encoding: .utf8) else {
-            throw CoordinationError(.invalidConfiguration, "the etcd password file \(path) cannot be read as UTF-8 text")
-        }
-        return text
     }
 }

@@ -3,6 +3,7 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
+import StampCore
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -102,26 +103,12 @@ public struct PostgresPasswordSource: Sendable {
 
     /// The text of the password file at `path`; `nil` when there is none.
     private static func readPasswordFile(_ path: String) throws(DatabaseError) -> String? {
-        var status = stat()
-        guard stat(path, &status) == 0 else {
-            guard errno == ENOENT else {
-                throw DatabaseError(.invalidConfiguration, "the PostgreSQL password file \(path) cannot be read (errno \(errno))")
-            }
+        do {
+            return try PrivateFile.text(at: path)
+        } catch .missing {
             return nil
+        } catch {
+            throw DatabaseError(.invalidConfiguration, "the PostgreSQL password file \(path) \(error.reason)")
         }
-        // The file type bits, and the permission bits of the group and of others.
-        guard status.st_mode & 0o170000 == 0o100000 else {
-            throw DatabaseError(.invalidConfiguration, "the PostgreSQL password file \(path) is not a regular file")
-        }
-        guard status.st_mode & 0o077 == 0 else {
-            throw DatabaseError(
-                .invalidConfiguration,
-                "the PostgreSQL password file \(path) is open to other users; make it readable by its owner only (chmod 600)"
-            )
-        }
-        guard let contents = FileManager.default.contents(atPath: path) else {
-            throw DatabaseError(.invalidConfiguration, "the PostgreSQL password file \(path) cannot be read")
-        }
-        return String(decoding: contents, as: UTF8.self)
     }
 }
