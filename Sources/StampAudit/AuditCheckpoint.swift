@@ -167,3 +167,36 @@ extension AuditCheckpoint: Codable {
         try container.encode(Data(signature).base64EncodedString(), forKey: .signature)
     }
 }
+
+extension AuditCheckpoint {
+    /// The checkpoints in `text`, one JSON document per line: each line a checkpoint (as
+    /// `GET /v1/shards/{id}/checkpoint` answers it) or a line of a user's export, whose
+    /// checkpoint lines are taken and whose event lines are passed over. Blank lines are skipped.
+    public static func checkpoints(inLines text: String) throws(AuditInputError) -> [AuditCheckpoint] {
+        let decoder = JSONDecoder()
+        var checkpoints: [AuditCheckpoint] = []
+        for (index, line) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated() where !line.allSatisfy(\.isWhitespace) {
+            let data = Data(line.utf8)
+            if let checkpoint = try? decoder.decode(AuditCheckpoint.self, from: data) {
+                checkpoints.append(checkpoint)
+            } else if let exported = try? decoder.decode(ExportedCheckpoint.self, from: data) {
+                checkpoints.append(exported.checkpoint)
+            } else if let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any], object["id"] != nil, object["userId"] != nil {
+                continue
+            } else {
+                throw AuditInputError(.invalidConfiguration, "line \(index + 1) is neither a checkpoint nor a line of a user's export")
+            }
+        }
+        return checkpoints
+    }
+}
+
+/// A line of a user's export (`GET /v1/users/{id}/export`) that carries the checkpoint covering the
+/// user's rows in one shard, `{"checkpoint": {...}}`, after the event lines.
+public struct ExportedCheckpoint: Codable, Sendable, Equatable {
+    public var checkpoint: AuditCheckpoint
+
+    public init(checkpoint: AuditCheckpoint) {
+        self.checkpoint = checkpoint
+    }
+}

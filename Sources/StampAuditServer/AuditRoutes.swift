@@ -185,7 +185,8 @@ struct AuditRoutes<C: Clock<Duration>>: Sendable {
     }
 
     /// `GET /v1/users/{userId}/export`: every event of the user, oldest first, with values, as
-    /// JSON lines; for readers, recorded in the access log.
+    /// JSON lines, then, for each shard that holds them, a line with a signed checkpoint that
+    /// covers them; for readers, recorded in the access log.
     func export(_ request: Request, context: BasicRequestContext) async throws -> Response {
         guard try tokens.role(of: request) == .reader else {
             throw Problem(.forbidden, status: .forbidden, detail: "only the reader token may export a user's personal data")
@@ -195,6 +196,13 @@ struct AuditRoutes<C: Clock<Duration>>: Sendable {
         var body = ByteBuffer()
         for event in try await render(rows, user: user, role: .reader, request: request) {
             event.writeJSON(into: &body)
+            body.writeInteger(UInt8(ascii: "\n"))
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        for shard in Set(rows.map { $0.id.fields(in: service.layout).shard }).sorted() {
+            guard let checkpoint = try await service.coveringCheckpoint(shard: shard) else { continue }
+            body.writeBytes(try encoder.encode(ExportedCheckpoint(checkpoint: checkpoint)))
             body.writeInteger(UInt8(ascii: "\n"))
         }
         return Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: ResponseBody(byteBuffer: body))

@@ -46,6 +46,18 @@ extension AuditService {
         let store = try open(shard).store
         return try await storeRead { () async throws(AuditStoreError) in try await store.checkpoints(below: nil, limit: 1) }.first
     }
+
+    /// A signed checkpoint of shard `shard` that covers every row committed there before the call:
+    /// the newest one kept when no row was chained since, else one signed now. `nil` when the
+    /// service has no signing key and no kept checkpoint reaches the chain's head.
+    public func coveringCheckpoint(shard: Int) async throws(AuditServiceError) -> AuditCheckpoint? {
+        let store = try open(shard).store
+        let head = try await storeRead { () async throws(AuditStoreError) in try await store.chainHead() }
+        if let latest = try await latestCheckpoint(shard: shard), latest.rows >= head.rows {
+            return latest
+        }
+        return try await checkpoint(shard: shard)
+    }
 }
 
 /// Signs checkpoints of every open shard as the service's ``CheckpointPolicy`` asks: looks at

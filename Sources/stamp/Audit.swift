@@ -186,8 +186,9 @@ struct AuditVerify: AsyncParsableCommand {
         discussion: """
         Reads every shard of the shard map (it writes nothing): walks the rows in chain order recomputing each hash, \
         checks the shard's head row, and checks every checkpoint kept in the shard and every one given with \
-        --checkpoint (the JSON of GET /v1/shards/{id}/checkpoint, one per line, kept outside the database so that \
-        rows cut off the end are caught too) against the chain. Checkpoints must be signed by the key given with \
+        --checkpoint (the JSON of GET /v1/shards/{id}/checkpoint, one per line, or a user's export from \
+        GET /v1/users/{id}/export, whose checkpoint lines are read; kept outside the database so that rows cut off \
+        the end are caught too) against the chain. Checkpoints must be signed by the key given with \
         --public-key (`stamp audit signing-key` prints it), else by the public key of STAMP_AUDIT_SIGNING_KEY; with \
         neither, each checkpoint is checked against the key it names, which proves nothing about who signed it. \
         Prints one line per shard and exits non-zero when any shard fails, naming the first row where its chain breaks. \
@@ -204,7 +205,7 @@ struct AuditVerify: AsyncParsableCommand {
     @Option(help: ArgumentHelp("The Ed25519 public key (base64) checkpoints must be signed with.", valueName: "base64"))
     var publicKey: String?
 
-    @Option(help: ArgumentHelp("A file of checkpoints kept elsewhere (JSON, one per line); may be repeated.", valueName: "path"))
+    @Option(help: ArgumentHelp("A file of checkpoints kept elsewhere (JSON, one per line), or a user's export; may be repeated.", valueName: "path"))
     var checkpoint: [String] = []
 
     func run() async throws {
@@ -259,12 +260,10 @@ struct AuditVerify: AsyncParsableCommand {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
             throw ValidationError("the checkpoint file \(path) cannot be read")
         }
-        return try text.split(whereSeparator: \.isNewline).filter { !$0.allSatisfy(\.isWhitespace) }.enumerated().map { line, json in
-            do {
-                return try JSONDecoder().decode(AuditCheckpoint.self, from: Data(json.utf8))
-            } catch {
-                throw ValidationError("line \(line + 1) of \(path) is not a checkpoint")
-            }
+        do {
+            return try AuditCheckpoint.checkpoints(inLines: text)
+        } catch {
+            throw ValidationError("\(path): \(error.message)")
         }
     }
 

@@ -359,4 +359,60 @@ struct AuditCheckpointServiceTests {
             #expect(try outcomes[1].result.get().problem?.kind == .edited)
         }
     }
+
+    @Test("a user's export ends with a signed checkpoint covering their rows, which verify reads and which catches a cut tail", arguments: AuditStoreBackend.testable)
+    func anExportCarriesTheCoveringCheckpoint(backend: AuditStoreBackend) async throws {
+        try await withAuditFixture(backend, shardCount: 1, checkpoints: CheckpointPolicy(signer: AuditChainTests.signer)) { fixture in
+            try await fixture.application().test(.router) { client in
+                func export() async throws -> (events: Int, checkpoints: [AuditCheckpoint]) {
+                    let text = try await client.execute(uri: "/v1/users/ann/export", method: .get, headers: AuditAPITests.reader) { response in
+                        #expect(response.status == .ok)
+                        return String(buffer: response.body)
+                    }
+                    let lines = text.split(separator: "\n")
+                    #expect(lines.last?.hasPrefix(#"{"checkpoint":"#) == true, "the checkpoint comes after the events")
+                    return (lines.count - 1, try AuditCheckpoint.checkpoints(inLines: text))
+                }
+                try await AuditAPITests.write(client, user: "ann", key: "a1")
+                try await AuditAPITests.write(client, user: "bob", key: "b1")
+                try await AuditAPITests.write(client, user: "ann", key: "a2")
+                let early = try #require(try await fixture.service.checkpoint(shard: 0))
+                try await AuditAPITests.write(client, user: "ann", key: "a3")
+
+                let first = try await export()
+                #expect(first.events == 3)
+                let covering = try #require(first.checkpoints.first)
+                #expect(first.checkpoints.count == 1)
+                #expect(covering.rows == 4 && covering != early, "the newest checkpoint did not cover the last row: one was signed")
+                #expect(covering.isSigned(by: AuditChainTests.signer.publicKey))
+                #expect(try await fixture.service.latestCheckpoint(shard: 0) == covering, "and kept in the shard")
+                #expect(try await export().checkpoints == [covering], "with no row added since, the kept one is reused")
+
+                let store = try #require(fixture.shards.shard(0)).store
+                #expect(try await ShardVerification.run(store: store, shard: 0, extraCheckpoints: first.checkpoints, publicKey: AuditChainTests.signer.publicKey).problem == nil)
+                // Cut ann's last row off the end, with the head row and the shard's checkpoints: the export still knows.
+                let cut = try #require(try await store.chainedRows(after: 2, limit: 1).first)
+                try await fixture.execute(onShard: 0, AuditChainTests.untrigger(backend) + [
+                    "DELETE FROM stamp_audit_events WHERE chain_position > 3",
+                    "UPDATE stamp_audit_chain SET rows = 3, head = \(AuditChainTests.literal(cut.hash, backend)), last_id = \(cut.row.id.rawValue)",
+                    "DELETE FROM stamp_audit_checkpoints",
+                ])
+                #expect(try await ShardVerification.run(store: store, shard: 0, publicKey: AuditChainTests.signer.publicKey).problem == nil)
+                let problem = try await ShardVerification.run(store: store, shard: 0, extraCheckpoints: first.checkpoints, publicKey: AuditChainTests.signer.publicKey).problem
+                #expect(problem?.kind == .truncated)
+            }
+        }
+    }
+
+    @Test("checkpoint files are read line by line, from checkpoints or a user's export, and a stray line is named")
+    func checkpointFilesAreParsed() throws {
+        let checkpoint = AuditChainTests.signer.checkpoint(shard: 1, head: ChainHead(rows: 2, hash: Array(repeating: 1, count: 32), lastID: StampID(rawValue: 5)), signedAtMilliseconds: 9)
+        let plain = String(decoding: try JSONEncoder().encode(checkpoint), as: UTF8.self)
+        let exported = String(decoding: try JSONEncoder().encode(ExportedCheckpoint(checkpoint: checkpoint)), as: UTF8.self)
+        let event = #"{"id":"5","userId":"ann","field":"email","actor":"a","reason":"r","shard":1,"recordedAt":"2026-01-01T00:00:00.000Z"}"#
+        #expect(try AuditCheckpoint.checkpoints(inLines: "\(plain)\r\n\n\(event)\n\(exported)\n") == [checkpoint, checkpoint])
+        #expect(throws: AuditInputError.self) { try AuditCheckpoint.checkpoints(inLines: "\(plain)\n{\"rows\": 3}\n") }
+        let error = #expect(throws: AuditInputError.self) { try AuditCheckpoint.checkpoints(inLines: "\(plain)\nnot json\n") }
+        #expect(error?.message == "line 2 is neither a checkpoint nor a line of a user's export")
+    }
 }
