@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "StampCoordinationEtcd", targets: ["StampCoordinationEtcd"]),
         .library(name: "StampAPI", targets: ["StampAPI"]),
         .library(name: "StampHTTP", targets: ["StampHTTP"]),
+        .library(name: "StampWebConsole", targets: ["StampWebConsole"]),
         .library(name: "StampGeneratorNode", targets: ["StampGeneratorNode"]),
         .library(name: "StampTesting", targets: ["StampTesting"]),
         .library(name: "StampClient", targets: ["StampClient"]),
@@ -38,6 +39,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.20.0"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.27.0"),
         .package(url: "https://github.com/apple/swift-crypto.git", "3.9.0"..<"5.0.0"),
+        .package(url: "https://github.com/hummingbird-project/swift-mustache.git", from: "2.0.0"),
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.0.0"),
     ],
     targets: [
         // The pure core: layout, ID value, generator and clock rules. No I/O, no server.
@@ -111,11 +114,25 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
+        // What the servers' web consoles share: HTML pages from mustache templates with strict security
+        // headers, the shared layout and stylesheet, and the route of the static assets.
+        .target(
+            name: "StampWebConsole",
+            dependencies: [
+                "StampHTTP",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Mustache", package: "swift-mustache"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
         // The generator node: lease keeping service, HTTP API, and the server composed from its configuration.
         .target(
             name: "StampGeneratorNode",
             dependencies: [
                 "StampCore", "StampCoordination", "StampAPI", "StampHTTP", "StampDatabase", "StampCoordinationSQLite", "StampCoordinationPostgres", "StampCoordinationEtcd", "StampShardMap",
+                "StampWebConsole",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
@@ -269,6 +286,15 @@ let package = Package(
             ]
         ),
         .testTarget(
+            name: "StampWebConsoleTests",
+            dependencies: [
+                "StampWebConsole",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ]
+        ),
+        .testTarget(
             name: "StampCoordinationTests",
             dependencies: [
                 "StampCore", "StampCoordination", "StampCoordinationSQLite", "StampCoordinationPostgres", "StampCoordinationEtcd", "StampTesting",
@@ -279,7 +305,7 @@ let package = Package(
         .testTarget(
             name: "StampGeneratorNodeTests",
             dependencies: [
-                "StampCore", "StampCoordination", "StampAPI", "StampHTTP", "StampGeneratorNode", "StampTesting",
+                "StampCore", "StampCoordination", "StampAPI", "StampHTTP", "StampGeneratorNode", "StampTesting", "StampWebConsole",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),

@@ -49,7 +49,9 @@ public func buildApplication(configuration: GeneratorNodeServerConfiguration, me
 ///   - wallClock: Wall time, for validating IDs at `/v1/ids/{id}`.
 ///   - shards: Whether the shard map lists a shard; IDs for other shards are refused.
 ///     `nil` serves every shard of the layout.
-///   - token: The bearer token every request but health and metrics must carry; `nil` for none.
+///   - token: The bearer token every request but health, metrics and the console's page must
+///     carry; `nil` for none.
+///   - peers: How `GET /v1/cluster/nodes` asks the other nodes for their status.
 ///   - listening: Told where the server listens once it does; give the node the same one.
 ///   - logger: The server's logger.
 public func buildApplication<C: Clock<Duration>>(
@@ -59,6 +61,7 @@ public func buildApplication<C: Clock<Duration>>(
     wallClock: any WallClock = SystemWallClock(),
     shards: ShardCheck? = nil,
     token: NodeToken? = nil,
+    peers: PeerStatusSource = .http(),
     listening: ListeningAddress? = nil,
     logger: Logger
 ) -> Application<RouterResponder<BasicRequestContext>> {
@@ -68,6 +71,7 @@ public func buildApplication<C: Clock<Duration>>(
     if let token { router.add(middleware: NodeTokenMiddleware(token: token)) }
     router.add(middleware: BodyLimitMiddleware(maxBodySize: server.maxBodySize))
     IDRoutes(node: node, wallClock: wallClock, shards: shards).add(to: router)
+    ClusterConsole(node: node, peers: peers, needsToken: token != nil).add(to: router)
     OperationalRoutes(
         readiness: {
             let readiness = node.readiness()

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import Metrics
 import ServiceLifecycle
+import StampAPI
 import StampCore
 import StampCoordination
 import StampHTTP
@@ -25,14 +26,34 @@ public final class GeneratorNode<C: Clock<Duration>>: Service, Sendable where C.
     private let metrics: NodeMetrics
     private let listening: ListeningAddress?
     private let state: Mutex<State>
+    /// Requests refused since the start, as `stamp_refusals_total` counts them.
+    private let refusedTotal = Atomic<UInt64>(0)
 
     private struct State: @unchecked Sendable {
         var keeper: LeaseKeeper<C.Instant>
-        var generator: IDGenerator?
+        private(set) var generator: IDGenerator?
         var reportedBackwardSteps: UInt64 = 0
         var storeReady = false
         /// Whether "issuing IDs" was logged since the node last could not issue.
         var announcedIssuing = false
+        /// IDs issued by the generators of earlier claims.
+        private var issuedBefore: UInt64 = 0
+        /// Issued and refused totals over the last minute, for ``GeneratorNode/status()``.
+        var activity = ActivityWindow<C.Instant>()
+
+        init(keeper: LeaseKeeper<C.Instant>) {
+            self.keeper = keeper
+        }
+
+        /// Replaces the generator (`nil` when the node stops issuing), keeping the count of IDs the
+        /// one replaced issued.
+        mutating func replaceGenerator(with new: IDGenerator?) {
+            if let generator, generator !== new { issuedBefore += generator.statistics.issued }
+            generator = new
+        }
+
+        /// IDs issued since the start, by every generator.
+        var issuedTotal: UInt64 { issuedBefore + (generator?.statistics.issued ?? 0) }
     }
 
     /// - Parameter listening: Where the node's HTTP server listens, once it does: without an
@@ -83,8 +104,9 @@ public final class GeneratorNode<C: Clock<Duration>>: Service, Sendable where C.
         defer { announceIssuing() }
         let action = state.withLock { state in
             let action = state.keeper.nextAction(now: clock.now, logicalUnixMilliseconds: logicalUnixMilliseconds(state))
+            state.activity.record(at: clock.now, issued: state.issuedTotal, refused: refusedTotal.load(ordering: .relaxed))
             if state.keeper.lease == nil, state.generator != nil {
-                state.generator = nil
+                state.replaceGenerator(with: nil)
                 metrics.leaseHeld.record(0)
                 logger.error("lease not confirmed within ttl - margin; stopped issuing", metadata: ["stamp.monotonic_us": "\(MonotonicTime.microseconds())"])
             }
@@ -153,7 +175,7 @@ public final class GeneratorNode<C: Clock<Duration>>: Service, Sendable where C.
             }
             let validUntil = state.withLock { state in
                 state.keeper.claimSucceeded(lease, sentAt: sentAt)
-                state.generator = generator
+                state.replaceGenerator(with: generator)
                 state.reportedBackwardSteps = 0
                 return state.keeper.validUntil
             }
@@ -204,7 +226,7 @@ public final class GeneratorNode<C: Clock<Duration>>: Service, Sendable where C.
             } else {
                 state.withLock { state in
                     state.keeper.ownershipLost()
-                    state.generator = nil
+                    state.replaceGenerator(with: nil)
                 }
                 metrics.renewals["lost"]?.increment()
                 metrics.leaseHeld.record(0)
@@ -267,7 +289,7 @@ public final class GeneratorNode<C: Clock<Duration>>: Service, Sendable where C.
         let held = state.withLock { state -> NodeLease? in
             let lease = state.keeper.lease
             state.keeper.released()
-            state.generator = nil
+            state.replaceGenerator(with: nil)
             return lease
         }
         metrics.leaseHeld.record(0)
@@ -300,6 +322,7 @@ public final class GeneratorNode<C: Clock<Duration>>: Service, Sendable where C.
             try generator.next(shard: shard, count: count, after: after) { issued = $0 }
         } catch {
             metrics.refusals[error.code.rawValue]?.increment()
+            refusedTotal.add(1, ordering: .relaxed)
             throw error
         }
         // Validity is checked again where the IDs were taken: a request preempted after the first check
@@ -320,6 +343,7 @@ public final class GeneratorNode<C: Clock<Duration>>: Service, Sendable where C.
         let skewed = state.withLock { $0.keeper.lease != nil && $0.keeper.isClockSkewed }
         let reason: IssueRefusal.Reason = skewed ? .clockSkewed : .leaseNotHeld
         metrics.refusals[reason.rawValue]?.increment()
+        refusedTotal.add(1, ordering: .relaxed)
         return IssueRefusal(reason: reason, retryAfterMilliseconds: configuration.lease.retryInterval.wholeMilliseconds)
     }
 
@@ -352,6 +376,29 @@ public final class GeneratorNode<C: Clock<Duration>>: Service, Sendable where C.
     /// The live leases of the cluster.
     public func liveLeases() async throws -> [NodeLease] {
         try await store.liveLeases()
+    }
+
+    /// How the node is doing: its lease, reservation, clocks, and the IDs issued and requests
+    /// refused over the last minute.
+    public func status() -> NodeStatus {
+        let readiness = readiness()
+        return state.withLock { state in
+            let now = clock.now
+            let (issued, refused) = (state.issuedTotal, refusedTotal.load(ordering: .relaxed))
+            state.activity.record(at: now, issued: issued, refused: refused)
+            let rates = state.activity.rates(at: now, issued: issued, refused: refused)
+            let lease = state.keeper.lease
+            let held = lease != nil && state.generator != nil
+            return NodeStatus(
+                node: lease?.node, ready: readiness.isReady, reason: readiness.reason,
+                leaseExpiresAt: lease.map { RFC3339.format(unixMilliseconds: $0.expiresAtUnixMilliseconds) },
+                reservedUntil: lease.map { _ in RFC3339.format(unixMilliseconds: state.keeper.reservedUntilUnixMilliseconds) },
+                reservationHeadroomMilliseconds: held ? state.keeper.reservedUntilUnixMilliseconds - logicalUnixMilliseconds(state) : 0,
+                clockLeadMilliseconds: state.generator?.statistics.leadMilliseconds ?? 0,
+                clockSkewMilliseconds: state.keeper.clockSkewMilliseconds,
+                idsPerSecond: rates.idsPerSecond, refusals: Int64(rates.refusals), windowSeconds: rates.seconds
+            )
+        }
     }
 
     /// Brings gauges and the backward-step counter up to date; called before metrics are exported.

@@ -6,6 +6,7 @@ import StampAPI
 import StampCore
 import StampCoordination
 import StampHTTP
+import StampWebConsole
 
 /// Whether the shard map lists a shard, for refusing IDs of shards it does not.
 public struct ShardCheck: Sendable {
@@ -218,8 +219,9 @@ enum GeneratorPaths {
     static func allowedMethods(_ path: String) -> String? {
         if OperationalRoutes.paths.contains(path) { return "GET" }
         switch path {
-        case "/v1/ids", "/v1/cluster": return "GET"
+        case "/v1/ids", "/v1/cluster", "/v1/cluster/nodes", "/v1/node", "/ui": return "GET"
         default:
+            if WebConsole.isAssetPath(path) { return "GET" }
             let segments = path.split(separator: "/", omittingEmptySubsequences: false)
             return segments.count == 4 && segments[1] == "v1" && segments[2] == "ids" && !segments[3].isEmpty ? "GET" : nil
         }

@@ -2,11 +2,13 @@ import Crypto
 import Hummingbird
 import StampAPI
 import StampHTTP
+import StampWebConsole
 
 /// The bearer token that callers of a node's API must send, when the node is given one.
 ///
-/// Every path but `/health/*` and `/metrics` needs `Authorization: Bearer <token>`; without it the
-/// node answers 401. Only the token's SHA-256 digest is kept, and digests are compared in constant time.
+/// Every path but `/health/*`, `/metrics` and the console's page and assets (`/ui`,
+/// `/ui/assets/*`, which hold no data) needs `Authorization: Bearer <token>`; without it the node
+/// answers 401. Only the token's SHA-256 digest is kept, and digests are compared in constant time.
 public struct NodeToken: Sendable {
     /// The fewest characters a token may have.
     public static let minimumLength = 16
@@ -21,7 +23,7 @@ public struct NodeToken: Sendable {
 
     /// Whether a request to `path` with this `Authorization` header may go on.
     func admits(path: Substring, authorization: String?) -> Bool {
-        if path.hasPrefix("/health/") || path == "/metrics" { return true }
+        if path.hasPrefix("/health/") || path == "/metrics" || path == "/ui" || WebConsole.isAssetPath(path) { return true }
         guard let header = authorization, header.utf8.count > 7, header.prefix(7).lowercased() == "bearer " else { return false }
         return SHA256.hash(data: Array(header.utf8.dropFirst(7))) == digest
     }
