@@ -93,7 +93,7 @@ enum ClusterPage {
         </section>
         <section id="live-nodes">
         <h2>Live nodes <span id="node-count" class="muted"></span></h2>
-        <p class="muted">Refreshed every 2 s. Rates cover the last minute.</p>
+        <p class="muted">Refreshed every 2 s. Rates cover the last minute (less for a node younger than that).</p>
         <p id="nodes-message" class="status"></p>
         <div class="scroll">
         <table id="nodes" class="cards">

@@ -25,6 +25,7 @@ public enum ConsoleLayout {
         <meta name="referrer" content="no-referrer">
         <title>{{$title}}Console{{/title}} · Stamp</title>
         <link rel="stylesheet" href="/ui/assets/console.css">
+        <link rel="icon" href="/ui/assets/favicon.svg" type="image/svg+xml">
         </head>
         <body>
         <header class="bar">
@@ -52,8 +53,17 @@ public enum ConsoleLayout {
 
         """
 
-    /// The shared assets: `console.css` and `console.js`.
-    static let assets: [WebAsset] = [.stylesheet("console.css", stylesheet), .script("console.js", script)]
+    /// The shared assets: `console.css`, `console.js` and `favicon.svg`.
+    static let assets: [WebAsset] = [
+        .stylesheet("console.css", stylesheet), .script("console.js", script),
+        WebAsset(name: "favicon.svg", contentType: "image/svg+xml", text: favicon),
+    ]
+
+    /// The icon of every console page: a stamp's outline.
+    static let favicon = """
+        <svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rect x="3" y="3" width="26" height="26" rx="4" fill="#1d2430"/>        <rect x="8" y="8" width="16" height="16" rx="2" fill="none" stroke="#fff" stroke-width="3"/></svg>
+
+        """
 
     static let stylesheet = """
         :root {
@@ -63,6 +73,7 @@ public enum ConsoleLayout {
           font-size: 16px; line-height: 1.45; color: var(--ink); background: var(--wash);
         }
         * { box-sizing: border-box; }
+        [hidden] { display: none !important; }
         body { margin: 0; }
         .bar { display: flex; flex-wrap: wrap; align-items: baseline; gap: .25rem 1rem; padding: .6rem 1rem;
           background: var(--ink); color: #fff; }
@@ -94,7 +105,7 @@ public enum ConsoleLayout {
         .status { min-height: 1.45em; }
         .message { padding: .5rem .7rem; border-radius: .35rem; background: var(--wash); }
         .message.bad { background: #fbe9e7; }
-        form.token { font-size: .95rem; }
+        form.token { font-size: .95rem; margin: .5rem 0 .9rem; }
         @media (max-width: 40rem) {
           main { padding: .6rem; gap: .6rem; }
           section { padding: .6rem .7rem; }

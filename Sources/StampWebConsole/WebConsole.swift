@@ -30,7 +30,8 @@ public struct WebConsole: Sendable {
     private let assets: [String: WebAsset]
 
     /// A console of `pages` (template text by page name) and `assets`, beside the shared templates
-    /// (`layout` and the `token-form` partial) and the shared assets `console.css` and `console.js`.
+    /// (`layout` and the `token-form` partial) and the shared assets `console.css`, `console.js`
+    /// and `favicon.svg`.
     ///
     /// - Throws: ``WebConsoleError`` when a template does not parse, or a page or asset takes a
     ///   shared name.

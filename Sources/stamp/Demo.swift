@@ -68,7 +68,7 @@ struct Demo: AsyncParsableCommand {
     @Flag(name: .customLong("no-load-balancer"), help: "Spread the requests round-robin from the driver even when HAProxy is installed.")
     var noLoadBalancer = false
 
-    @Flag(help: "Keep the temporary folder (logs and databases) and print its path.")
+    @Flag(help: "After the run, keep the servers running, and print their consoles' URLs, until interrupted (Ctrl-C); then keep the temporary folder (logs, databases, the consoles' tokens) and print its path.")
     var keep = false
 
     @Option(help: ArgumentHelp("Log level of the demo and the processes it starts: trace, debug, info, notice, warning, error or critical.", valueName: "level"))

@@ -70,7 +70,7 @@ struct ClusterConsoleTests {
                     #expect(html.contains("data-console-token") == (token != nil))
                     #expect(!html.contains("<script>"))
                 }
-                for asset in ["console.css", "console.js", "cluster.js"] {
+                for asset in ["console.css", "console.js", "favicon.svg", "cluster.js"] {
                     try await client.execute(uri: "/ui/assets/\(asset)", method: .get) { response in
                         #expect(response.status == .ok)
                         Self.expectConsoleHeaders(response)

@@ -55,6 +55,50 @@ struct DemoProcessTests {
         #expect(!FileManager.default.fileExists(atPath: folder), "the folder was deleted")
     }
 
+    /// `--keep`: after the run the servers keep running, the demo tells where the cluster console
+    /// is and where its token is, the page and its data answer, and SIGINT then ends the demo with
+    /// its report, every process stopped and the folder kept.
+    @Test func aKeptDemoServesItsConsolesUntilInterrupted() async throws {
+        let demo = try DemoRun(arguments: ["--duration", "1s", "--rate", "50", "--id-rate", "20", "--no-load-balancer", "--keep"])
+        #expect(await demo.progress.waitFor("the servers keep running"), "the demo did not keep its servers: \(demo.errors)")
+        #expect(await demo.progress.waitFor("(token: STAMP_TOKEN in "))
+        let line = try #require(demo.errors.split(separator: "\n").first { $0.hasPrefix("  cluster console: ") }, "no console line: \(demo.errors)")
+        let parts = line.dropFirst("  cluster console: ".count).split(separator: " ")
+        let url = String(parts[0])
+        let tokensPath = String(parts.last!.dropLast())
+        #expect(url.hasPrefix("http://127.0.0.1:") && url.hasSuffix("/ui"))
+        let tokens = try String(contentsOfFile: tokensPath, encoding: .utf8)
+        let token = try #require(tokens.split(separator: "\n").first { $0.hasPrefix("STAMP_TOKEN=") }).dropFirst("STAMP_TOKEN=".count)
+        let attributes = try FileManager.default.attributesOfItem(atPath: tokensPath)
+        #expect((attributes[.posixPermissions] as? NSNumber)?.intValue == 0o600, "the tokens file is its owner's alone")
+
+        let (page, pageStatus) = try await HTTP.get(url, accept: "text/html")
+        #expect(pageStatus == 200)
+        #expect(String(decoding: page, as: UTF8.self).contains(#"<table id="nodes""#))
+        let base = String(url.dropLast("/ui".count))
+        let (data, dataStatus) = try await HTTP.get("\(base)/v1/cluster/nodes", token: String(token))
+        #expect(dataStatus == 200)
+        struct Nodes: Decodable {
+            struct Entry: Decodable {
+                let node: Int
+                let error: String?
+            }
+            let nodes: [Entry]
+        }
+        let nodes = try JSONDecoder().decode(Nodes.self, from: data)
+        #expect(nodes.nodes.map { $0.node } == [0, 1, 2])
+        #expect(nodes.nodes.allSatisfy { $0.error == nil }, "every node answered for itself: \(nodes.nodes.compactMap { $0.error })")
+
+        demo.process.send(SIGINT)
+        let status = try await demo.waitForExit()
+        #expect(status == 0, "\(demo.errors)")
+        #expect(Self.rawFigures(demo.report)["writes"] != nil, "the report follows the interruption")
+        let folder = try #require(demo.folder)
+        #expect(Self.processes(mentioning: folder).isEmpty, "processes left running")
+        #expect(FileManager.default.fileExists(atPath: tokensPath), "the folder was kept")
+        try? FileManager.default.removeItem(atPath: folder)
+    }
+
     /// Runs a short demo, with 100 direct ID requests a second beside the writes, checks its
     /// figures and that it left nothing behind, and returns its report.
     private func runDemo(extraArguments: [String]) async throws -> String {

@@ -74,9 +74,10 @@ enum HTTP {
         return URLSession(configuration: configuration)
     }()
 
-    static func get(_ url: String, accept: String = "application/json") async throws -> (Data, Int) {
+    static func get(_ url: String, accept: String = "application/json", token: String? = nil) async throws -> (Data, Int) {
         var request = URLRequest(url: URL(string: url)!)
         request.setValue(accept, forHTTPHeaderField: "Accept")
+        if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
         let (data, response) = try await session.data(for: request)
         return (data, (response as? HTTPURLResponse)?.statusCode ?? 0)
     }

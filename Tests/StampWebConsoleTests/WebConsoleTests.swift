@@ -56,6 +56,7 @@ struct WebConsoleTests {
                 #expect(shared.upperBound <= own.lowerBound)
                 #expect(!html.contains("<script>") && !html.contains("<style") && !html.contains("style=") && !html.contains("onclick"))
                 #expect(!html.contains("http://") && !html.contains("https://"))
+                #expect(html.contains(#"<link rel="icon" href="/ui/assets/favicon.svg" type="image/svg+xml">"#))
             }
         }
     }
@@ -72,9 +73,11 @@ struct WebConsoleTests {
     @Test func assetsAreServedWithTheirTypesAndTheHeaders() async throws {
         try await withConsole { client in
             for (name, type, sample) in [
-                ("console.css", "text/css; charset=utf-8", "@media (max-width"),
+                // The hidden attribute wins over any display a rule gives an element.
+                ("console.css", "text/css; charset=utf-8", "[hidden] { display: none !important; }"),
                 ("console.js", "text/javascript; charset=utf-8", "const StampConsole"),
                 ("page.js", "text/javascript; charset=utf-8", "console.log('page')"),
+                ("favicon.svg", "image/svg+xml", "<svg"),
             ] {
                 try await client.execute(uri: "/ui/assets/\(name)", method: .get) { response in
                     #expect(response.status == .ok)

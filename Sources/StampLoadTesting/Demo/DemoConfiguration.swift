@@ -42,7 +42,8 @@ public struct DemoConfiguration: Sendable {
     /// installed `etcd`, instead of a database of the shards' kind.
     public var etcdCoordination = false
     public var balancing = Balancing.haproxyWhenInstalled
-    /// Whether the run's folder (logs and databases) is kept.
+    /// Whether the servers keep running after the run, for their consoles, until graceful shutdown,
+    /// and the run's folder (logs, databases, the consoles' tokens) is kept.
     public var keepFolder = false
     /// The log level of the demo and of the processes it starts.
     public var logLevel = Logger.Level.notice

@@ -13,10 +13,21 @@ public enum DemoOutcome: Sendable {
     case failed(String)
     /// Graceful shutdown (SIGINT, SIGTERM) stopped the run.
     case interrupted
+
+    /// Whether the load ran and was checked, whatever the checks found.
+    var ranToTheEnd: Bool {
+        switch self {
+        case .passed, .failedChecks: true
+        case .failed, .interrupted: false
+        }
+    }
 }
 
 /// The demo as a service: runs until done, or until graceful shutdown cancels it; either way every
 /// process it started is stopped, and its folder deleted (unless kept), before ``run()`` returns.
+///
+/// With ``DemoConfiguration/keepFolder``, a run that got to its checks leaves the servers running
+/// until graceful shutdown, and tells where their web consoles are and which tokens they need.
 public final class DemoService: Service, Sendable {
     public let configuration: DemoConfiguration
     private let logger: Logger
@@ -51,6 +62,11 @@ public final class DemoService: Service, Sendable {
             }
         } catch {
             outcome = Task.isShuttingDownGracefully || error is CancellationError ? .interrupted : .failed("\(error)")
+        }
+        if configuration.keepFolder, outcome.ranToTheEnd {
+            // The servers keep running, for their consoles, until graceful shutdown.
+            topology.announceConsoles()
+            try? await gracefulShutdown()
         }
         await supervisor.stopAll()
         if configuration.keepFolder {

@@ -19,6 +19,8 @@ struct DemoTopology: Sendable {
     /// The generator nodes' bearer token, which the audit servers and the demo's own ID client send.
     let generatorToken = "demo-generator-\(UUID().uuidString)"
     let readerToken = "demo-reader-\(UUID().uuidString)"
+    /// Where the consoles are, for ``announceConsoles()``.
+    let consoles = DemoConsoles()
 
     func run() async throws -> DemoOutcome {
         var client = HTTPClient.Configuration()
@@ -57,6 +59,7 @@ struct DemoTopology: Sendable {
             (["serve", "--listen", "127.0.0.1:0", "--port-file", portFile, "--store", coordination.location, "--shard-map", mapPath, "--log-level", level], ["STAMP_TOKEN": generatorToken])
         }
         let generatorURLs = generators.map(\.url)
+        consoles.generatorsStarted(generatorURLs)
         output.note("  generators:    \(generatorURLs.joined(separator: " ")) (coordination store: \(coordination.kind))")
 
         let secrets = [
@@ -70,6 +73,7 @@ struct DemoTopology: Sendable {
             (["audit", "serve", "--listen", "127.0.0.1:0", "--port-file", portFile, "--shard-map", mapPath, "--generators", generatorURLs.joined(separator: ","), "--checkpoint-interval", "2s", "--log-level", level], secrets)
         }
         let auditURLs = auditServers.map(\.url)
+        consoles.auditServersStarted(auditURLs)
         var servers = Servers(generators: generators, auditServers: auditServers, balancer: nil)
         let chains = ChainCheck(executable: configuration.stampExecutable, mapPath: mapPath, environment: secrets, log: logs.appendingPathComponent("verify.log").path)
         output.note("  audit servers: \(auditURLs.joined(separator: " ")) (\(DemoConfiguration.shardCount) shards: \(databases.kind))")
@@ -94,6 +98,21 @@ struct DemoTopology: Sendable {
         output.note("  load balancer: haproxy \(haproxy.version) at \(balancerURL)")
         servers.balancer = balancer
         return try await driveAndVerify(http: http, targets: AuditTargets(bases: [balancerURL]), servers: servers, chains: chains, topology: "\(setting), load balancer: haproxy \(haproxy.version) on 127.0.0.1:\(listener.port)")
+    }
+
+    /// Writes the tokens the consoles ask for to the file `tokens` in the folder, and tells where
+    /// each console is.
+    func announceConsoles() {
+        let tokens = folder.appendingPathComponent("tokens")
+        do {
+            try DemoConsoles.writeTokens([("STAMP_TOKEN", generatorToken), ("STAMP_AUDIT_WRITER_TOKEN", writerToken), ("STAMP_AUDIT_READER_TOKEN", readerToken)], to: tokens)
+        } catch {
+            output.note("stamp demo: \(error)")
+        }
+        output.note("stamp demo: the servers keep running until interrupted (Ctrl-C); the report follows then")
+        for console in consoles.consoles {
+            output.note("  \(console.name): \(console.url) (token: \(console.token) in \(tokens.path))")
+        }
     }
 
     /// The servers the load goes through, whose metrics and CPU time the report shows.
