@@ -116,7 +116,9 @@ enum AuditViewerPage {
         td.reason { white-space: normal; min-width: 10rem; max-width: 24rem; }
         .erased { color: var(--bad); font-style: italic; }
         .hidden-value, .none { color: var(--muted); }
+        td.state, td.checkpoint { white-space: normal; min-width: 12rem; }
         .pager { display: flex; align-items: center; gap: 1rem; }
+        button:disabled { opacity: .4; cursor: default; }
         #field-filter { flex: 0 1 16rem; }
         @media (max-width: 40rem) {
           td.value, td.reason { max-width: none; }
