@@ -106,9 +106,9 @@ struct AuditConsoleTests {
         }
     }
 
-    @Test("GET /v1/users/{id}/fields answers the latest event of each field, also of a field changed only before the newest 500 events")
-    func theLatestOfEachField() async throws {
-        try await withAuditFixture(.sqlite, shardCount: 2) { fixture in
+    @Test("GET /v1/users/{id}/fields answers the latest event of each field, also of a field changed only before the newest 500 events", arguments: AuditStoreBackend.testable)
+    func theLatestOfEachField(backend: AuditStoreBackend) async throws {
+        try await withAuditFixture(backend, shardCount: 2) { fixture in
             func event(_ field: String, _ after: String) -> AuditEventInput {
                 AuditEventInput(field: field, before: nil, after: after, actor: "support:1")
             }
@@ -167,9 +167,9 @@ struct AuditConsoleTests {
         }
     }
 
-    @Test("GET /v1/shards shows each shard's chain and newest checkpoint, and finds a forged checkpoint and a chain that no longer reaches its checkpoint")
-    func theShardsAtAGlance() async throws {
-        try await withAuditFixture(.sqlite, shardCount: 2, checkpoints: CheckpointPolicy(signer: AuditChainTests.signer)) { fixture in
+    @Test("GET /v1/shards shows each shard's chain and newest checkpoint, and finds a forged checkpoint and a chain that no longer reaches its checkpoint", arguments: AuditStoreBackend.testable)
+    func theShardsAtAGlance(backend: AuditStoreBackend) async throws {
+        try await withAuditFixture(backend, shardCount: 2, checkpoints: CheckpointPolicy(signer: AuditChainTests.signer)) { fixture in
             try await fixture.application().test(.router) { client in
                 func shards(_ headers: HTTPFields = API.reader) async throws -> [AuditShardState] {
                     let list = try await client.execute(uri: "/v1/shards", method: .get, headers: headers) { try Self.decode(AuditShardList.self, $0) }
@@ -206,7 +206,8 @@ struct AuditConsoleTests {
                 #expect(forgedState.problem?.contains("signature") == true)
 
                 // The row the checkpoint ends at, changed by the database's owner, no longer carries the signed head.
-                try await fixture.execute(onShard: shard, AuditChainTests.untrigger(.sqlite) + ["UPDATE stamp_audit_events SET chain_hash = zeroblob(32) WHERE chain_position = 3"])
+                let zeroes = backend == .sqlite ? "zeroblob(32)" : "decode(repeat('00', 32), 'hex')"
+                try await fixture.execute(onShard: shard, AuditChainTests.untrigger(backend) + ["UPDATE stamp_audit_events SET chain_hash = \(zeroes) WHERE chain_position = 3"])
                 let tampered = try #require(try await shards().first { $0.shard == shard })
                 #expect(tampered.checkpoint?.reached == false)
                 #expect(tampered.problem?.contains("position 3") == true, "\(tampered.problem ?? "no problem")")
@@ -214,9 +215,9 @@ struct AuditConsoleTests {
         }
     }
 
-    @Test("POST /v1/shards/{id}/verification recomputes the whole chain, for the reader and admin tokens, and names where it breaks")
-    func aShardIsVerifiedOnRequest() async throws {
-        try await withAuditFixture(.sqlite, shardCount: 2, checkpoints: CheckpointPolicy(signer: AuditChainTests.signer)) { fixture in
+    @Test("POST /v1/shards/{id}/verification recomputes the whole chain, for the reader and admin tokens, and names where it breaks", arguments: AuditStoreBackend.testable)
+    func aShardIsVerifiedOnRequest(backend: AuditStoreBackend) async throws {
+        try await withAuditFixture(backend, shardCount: 2, checkpoints: CheckpointPolicy(signer: AuditChainTests.signer)) { fixture in
             try await fixture.application().test(.router) { client in
                 let user = "gina"
                 let shard = fixture.map.placement(ofUser: user).write
@@ -239,7 +240,7 @@ struct AuditConsoleTests {
                     #expect(response.headers[.allow] == "POST")
                 }
 
-                try await fixture.execute(onShard: shard, AuditChainTests.untrigger(.sqlite) + ["UPDATE stamp_audit_events SET actor = 'someone else' WHERE chain_position = 2"])
+                try await fixture.execute(onShard: shard, AuditChainTests.untrigger(backend) + ["UPDATE stamp_audit_events SET actor = 'someone else' WHERE chain_position = 2"])
                 let broken = try await client.execute(uri: "/v1/shards/\(shard)/verification", method: .post, headers: API.reader) { try Self.decode(AuditShardVerification.self, $0) }
                 #expect(!broken.verified)
                 #expect(broken.problem?.kind == "edited" && broken.problem?.position == 2, "\(String(describing: broken.problem))")
