@@ -49,7 +49,7 @@ public struct PeerStatusSource: Sendable {
 }
 
 /// Why another node's status is missing, safe to show.
-public struct PeerStatusError: Error, Sendable, CustomStringConvertible {
+public struct PeerStatusError: Error, Sendable, Equatable, CustomStringConvertible {
     public let description: String
 
     public init(_ description: String) {

@@ -14,6 +14,10 @@ struct Serve: AsyncParsableCommand {
         time reservation ahead of use, and serves IDs over HTTP until SIGINT or SIGTERM, when it releases \
         its lease. Start several nodes on one store to form a cluster; no node ID is configured by hand.
 
+        Every node serves the cluster console at /ui: the live nodes (lease, reservation headroom, clock lead \
+        and skew, IDs/s and refusals over the last minute), refreshed every 2 s, and an ID decoder. With a \
+        token, the page asks for it and sends it with the requests it makes.
+
         Every option can also be set in the environment variable named after it (STAMP_LISTEN, STAMP_STORE, \
         STAMP_LEASE_TTL, ...). Durations take a unit: 500ms, 10s, 2m.
 
@@ -77,7 +81,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Shard map file; when given, IDs are issued only for shards it lists, and the file is re-read as it changes. [env: STAMP_SHARD_MAP] (default: every shard of the layout)", valueName: "path"))
     var shardMap: String?
 
-    @Option(help: ArgumentHelp("File holding the bearer token (16+ characters) that every request but /health/* and /metrics must carry; the token itself may come in STAMP_TOKEN instead, never on the command line. [env: STAMP_TOKEN_FILE] (default: no token, an open API)", valueName: "path"))
+    @Option(help: ArgumentHelp("File holding the bearer token (16+ characters) that every request but /health/*, /metrics and the console's page (/ui, /ui/assets/*) must carry; the token itself may come in STAMP_TOKEN instead, never on the command line. [env: STAMP_TOKEN_FILE] (default: no token, an open API)", valueName: "path"))
     var tokenFile: String?
 
     @Option(help: ArgumentHelp("trace, debug, info, notice, warning, error or critical. [env: STAMP_LOG_LEVEL] (default: \(ServerObservability.defaultLevel))", valueName: "level"))

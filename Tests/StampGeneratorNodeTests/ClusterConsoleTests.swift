@@ -175,6 +175,37 @@ struct ClusterConsoleTests {
         }
     }
 
+    /// The HTTP source asks a live node at `GET /v1/node` with the caller's header, and says why
+    /// when it gets no status.
+    @Test func theHTTPSourceAsksALiveNode() async throws {
+        let fixture = NodeFixture()
+        try await fixture.start()
+        let application = buildApplication(node: fixture.node, server: HTTPServerConfiguration(port: 0), wallClock: fixture.wallClock, token: NodeToken(Self.token), logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+        let port = Mutex(0)
+        try await application.test(.live) { client in
+            port.withLock { $0 = client.port ?? 0 }
+            let address = "http://127.0.0.1:\(try #require(client.port))"
+            let source = PeerStatusSource.http()
+            let status = try await source.fetch(address, "Bearer \(Self.token)")
+            #expect(status.node == 0)
+            #expect(status.ready)
+            let withSlash = try await source.fetch(address + "/", "Bearer \(Self.token)")
+            #expect(withSlash.node == 0)
+            for (peer, authorization, reason) in [
+                (address, "Bearer another token of sixteen", "answered 401 to GET /v1/node"),
+                (address, nil, "answered 401 to GET /v1/node"),
+                ("ftp://127.0.0.1:21", "Bearer \(Self.token)", "advertises no HTTP address"),
+                ("not a URL", "Bearer \(Self.token)", "advertises no HTTP address"),
+            ] {
+                await #expect(throws: PeerStatusError(reason)) { try await source.fetch(peer, authorization) }
+            }
+        }
+        // The server has stopped: nothing answers on its port (or, should another process have taken
+        // it since, nothing that answers with a node status).
+        let closed = port.withLock { $0 }
+        await #expect(throws: PeerStatusError.self) { try await PeerStatusSource.http().fetch("http://127.0.0.1:\(closed)", nil) }
+    }
+
     @Test func theClusterIsUnavailableWhenTheStoreIsNot() async throws {
         try await withApplication { client, fixture in
             fixture.store.failNext(1)
