@@ -6,9 +6,12 @@ import StampAPI
 import StampAudit
 import StampAuditServer
 import StampAuditService
+import StampAuditStore
 import StampCore
+import StampShardMap
 import StampTesting
 import StampWebConsole
+import Synchronization
 import Testing
 
 /// The audit viewer at `/ui` and the JSON it reads: the page and its assets, the token rules, the
@@ -247,4 +250,102 @@ struct AuditConsoleTests {
             }
         }
     }
+
+    @Test("one verification runs on a server at a time: another meanwhile is answered 503 with Retry-After, and runs once the first is done")
+    func verificationsRunOneAtATime() async throws {
+        try await withAuditFixture(.sqlite, shardCount: 1) { fixture in
+            let logger = fixture.records.logger()
+            let held = HeldWalkStore(SQLiteAuditStore(path: fixture.folder.appendingPathComponent("held-0.sqlite").path, logger: logger))
+            let shards = ShardSet(layout: .default, commitsPerShard: { _ in 1 }, logger: logger) { _ in held }
+            let source = try ShardMapSource(path: fixture.mapPath, layout: .default, clock: ManualClock(), logger: logger)
+            let service = AuditService(layout: .default, shardMap: source, shards: shards, ids: try LocalIDSource(), sealer: try ValueSealer(base64Key: AuditFixture.dataKey), logger: logger)
+            var server = AuditServerConfiguration().server
+            server.port = 0
+            let application = buildAuditApplication(service: service, tokens: try AuditTokens(writer: AuditFixture.writerToken, reader: AuditFixture.readerToken, admin: AuditFixture.adminToken), server: server, logger: logger)
+            try await withThrowingTaskGroup { group in
+                group.addTask { try await shards.run() }
+                defer { group.cancelAll() }
+                try await shards.prepare(fixture.map)
+                try await application.test(.router) { client in
+                    try await API.write(client, user: "hana", key: "h1")
+                    let first = Task {
+                        try await client.execute(uri: "/v1/shards/0/verification", method: .post, headers: API.reader) { try Self.decode(AuditShardVerification.self, $0) }
+                    }
+                    await held.waitUntilAWalkIsHeld()
+                    for headers in [API.reader, Self.admin] {
+                        try await client.execute(uri: "/v1/shards/0/verification", method: .post, headers: headers) { response in
+                            try API.expectProblem(response, .serviceUnavailable, "unavailable")
+                            #expect(response.headers[.retryAfter] == "2")
+                        }
+                    }
+                    held.release()
+                    let result = try await first.value
+                    #expect(result.verified && result.rows == 1)
+                    let again = try await client.execute(uri: "/v1/shards/0/verification", method: .post, headers: API.reader) { try Self.decode(AuditShardVerification.self, $0) }
+                    #expect(again.verified && again.rows == 1, "the server verifies again once the first is done")
+                }
+            }
+        }
+    }
+}
+
+/// An SQLite store whose first walk of the chain waits, once it has begun, until ``release()``: a
+/// verification that takes its time.
+final class HeldWalkStore: AuditStore {
+    let base: any AuditStore
+    private let state = Mutex<(held: Bool, released: Bool)>((false, false))
+    private let (holds, holding) = AsyncStream.makeStream(of: Void.self)
+    private let (releases, releasing) = AsyncStream.makeStream(of: Void.self)
+
+    init(_ base: any AuditStore) {
+        self.base = base
+    }
+
+    /// Returns once a walk is held.
+    func waitUntilAWalkIsHeld() async {
+        for await _ in holds { return }
+    }
+
+    /// Lets the held walk go on, and every later one.
+    func release() {
+        state.withLock { $0.released = true }
+        releasing.finish()
+    }
+
+    func chainedRows(after position: Int64, limit: Int) async throws(AuditStoreError) -> [ChainedRow] {
+        let hold = state.withLock { state in
+            defer { state.held = true }
+            return !state.held && !state.released
+        }
+        if hold {
+            holding.yield()
+            for await _ in releases {}
+        }
+        return try await base.chainedRows(after: position, limit: limit)
+    }
+
+    func run() async throws { try await base.run() }
+    func migrate() async throws(AuditStoreError) { try await base.migrate() }
+    func insert(_ rows: [AuditRow], mapVersion: Int) async throws(AuditStoreError) -> [AuditInsertOutcome] { try await base.insert(rows, mapVersion: mapVersion) }
+    func recordMap(_ map: StoredShardMap) async throws(AuditStoreError) -> StoredShardMap { try await base.recordMap(map) }
+    func storedMap() async throws(AuditStoreError) -> StoredShardMap { try await base.storedMap() }
+    func row(id: StampID) async throws(AuditStoreError) -> AuditRow? { try await base.row(id: id) }
+    func row(user: String, idempotencyKey: String) async throws(AuditStoreError) -> AuditRow? { try await base.row(user: user, idempotencyKey: idempotencyKey) }
+    func history(user: String, field: String?, before: StampID?, limit: Int) async throws(AuditStoreError) -> [AuditRow] { try await base.history(user: user, field: field, before: before, limit: limit) }
+    func latestID(user: String) async throws(AuditStoreError) -> StampID? { try await base.latestID(user: user) }
+    func ids(after: StampID?, limit: Int) async throws(AuditStoreError) -> [StampID] { try await base.ids(after: after, limit: limit) }
+    func chainHead() async throws(AuditStoreError) -> ChainHead { try await base.chainHead() }
+    func rowCount() async throws(AuditStoreError) -> Int64 { try await base.rowCount() }
+    func recordCheckpoint(_ checkpoint: AuditCheckpoint) async throws(AuditStoreError) { try await base.recordCheckpoint(checkpoint) }
+    func checkpoints(below rows: Int64?, limit: Int) async throws(AuditStoreError) -> [AuditCheckpoint] { try await base.checkpoints(below: rows, limit: limit) }
+    func userKeys(user: String) async throws(AuditStoreError) -> [StoredUserKey] { try await base.userKeys(user: user) }
+    func addUserKey(_ key: StoredUserKey) async throws(AuditStoreError) -> [StoredUserKey] { try await base.addUserKey(key) }
+    func addFirstUserKeys(_ keys: [StoredUserKey]) async throws(AuditStoreError) -> Set<String> { try await base.addFirstUserKeys(keys) }
+    func eraseUserKeys(user: String) async throws(AuditStoreError) { try await base.eraseUserKeys(user: user) }
+    func liveUserKeys() async throws(AuditStoreError) -> [StoredUserKey] { try await base.liveUserKeys() }
+    func rewrapUserKeys(_ changes: [(old: StoredUserKey, wrapped: [UInt8])]) async throws(AuditStoreError) -> Int { try await base.rewrapUserKeys(changes) }
+    func recordAccess(_ entry: AccessLogEntry) async throws(AuditStoreError) { try await base.recordAccess(entry) }
+    func accessLog(user: String, limit: Int) async throws(AuditStoreError) -> [AccessLogEntry] { try await base.accessLog(user: user, limit: limit) }
+    func ping() async throws(AuditStoreError) { try await base.ping() }
+    func close() async { await base.close() }
 }
