@@ -192,11 +192,12 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
-        // The audit service's HTTP API on Hummingbird.
+        // The audit service's HTTP API on Hummingbird, and its web console, the audit viewer.
         .target(
             name: "StampAuditServer",
             dependencies: [
                 "StampCore", "StampAPI", "StampHTTP", "StampAudit", "StampAuditService", "StampShardMap", "StampClient",
+                "StampWebConsole",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -327,7 +328,7 @@ let package = Package(
             name: "StampAuditTests",
             dependencies: [
                 "StampCore", "StampAPI", "StampHTTP", "StampShardMap", "StampAudit", "StampAuditStore", "StampAuditService", "StampAuditServer", "StampClient", "StampTesting",
-                "StampDatabase", "StampDatabaseTesting",
+                "StampDatabase", "StampDatabaseTesting", "StampWebConsole",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),

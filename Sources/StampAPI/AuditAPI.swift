@@ -157,3 +157,128 @@ public struct AuditAccessLog: Codable, Sendable, Equatable {
         self.entries = entries
     }
 }
+
+/// Who holds the token a request carries: the answer of `GET /v1/caller`.
+public struct AuditCaller: Codable, Sendable, Equatable {
+    /// `writer`, `reader` or `admin`.
+    public var role: String
+    /// How the access log and erasure events name the token's holder, such as
+    /// `reader sha256:1a2b3c4d5e6f`.
+    public var identity: String
+
+    public init(role: String, identity: String) {
+        self.role = role
+        self.identity = identity
+    }
+}
+
+/// The latest event of each field a user has changed, by field name: the answer of
+/// `GET /v1/users/{userId}/fields`.
+public struct AuditLatestFields: Codable, Sendable, Equatable {
+    public var events: [AuditEvent]
+
+    public init(events: [AuditEvent]) {
+        self.events = events
+    }
+}
+
+/// The state of every shard's hash chain: the answer of `GET /v1/shards`.
+public struct AuditShardList: Codable, Sendable, Equatable {
+    /// The version of the shard map whose shards are listed.
+    public var shardMapVersion: Int
+    public var shards: [AuditShardState]
+
+    public init(shardMapVersion: Int, shards: [AuditShardState]) {
+        self.shardMapVersion = shardMapVersion
+        self.shards = shards
+    }
+}
+
+/// One shard's hash chain at a glance: its head, its newest signed checkpoint and whether they agree.
+public struct AuditShardState: Codable, Sendable, Equatable {
+    /// The newest checkpoint of a shard, and what the quick look found about it.
+    public struct Checkpoint: Codable, Sendable, Equatable {
+        public var rows: Int64
+        public var lastId: StampID?
+        /// When it was signed, as an RFC 3339 instant.
+        public var signedAt: String
+        /// Whether its signature verifies: with the server's signing key when it has one, else
+        /// with the key the checkpoint names.
+        public var signatureValid: Bool
+        /// Whether the row the checkpoint ends at still carries the head hash it signed.
+        public var reached: Bool
+
+        public init(rows: Int64, lastId: StampID?, signedAt: String, signatureValid: Bool, reached: Bool) {
+            self.rows = rows
+            self.lastId = lastId
+            self.signedAt = signedAt
+            self.signatureValid = signatureValid
+            self.reached = reached
+        }
+    }
+
+    public var shard: Int
+    /// Rows in the chain, as the shard's head row records it; absent when the shard could not be read.
+    public var rows: Int64?
+    /// The ID of the row last chained.
+    public var lastId: StampID?
+    /// The hash of the row last chained, in hex.
+    public var head: String?
+    /// The newest signed checkpoint; absent before the first.
+    public var checkpoint: Checkpoint?
+    /// What the quick look found wrong: the checkpoint's signature, or a chain that no longer reaches it.
+    public var problem: String?
+    /// Why the shard could not be read.
+    public var error: String?
+
+    public init(shard: Int, rows: Int64?, lastId: StampID?, head: String?, checkpoint: Checkpoint?, problem: String?, error: String?) {
+        self.shard = shard
+        self.rows = rows
+        self.lastId = lastId
+        self.head = head
+        self.checkpoint = checkpoint
+        self.problem = problem
+        self.error = error
+    }
+}
+
+/// The outcome of recomputing one shard's whole chain: the answer of
+/// `POST /v1/shards/{shardId}/verification`, what `stamp audit verify` finds for that shard.
+public struct AuditShardVerification: Codable, Sendable, Equatable {
+    /// Where the chain first breaks.
+    public struct Problem: Codable, Sendable, Equatable {
+        /// `edited`, `removed`, `out-of-place`, `unchained`, `truncated`, `head-mismatch` or `bad-signature`.
+        public var kind: String
+        public var position: Int64
+        public var id: StampID?
+        public var detail: String
+
+        public init(kind: String, position: Int64, id: StampID?, detail: String) {
+            self.kind = kind
+            self.position = position
+            self.id = id
+            self.detail = detail
+        }
+    }
+
+    public var shard: Int
+    /// Whether the whole chain, its head row and its checkpoints verify.
+    public var verified: Bool
+    /// Rows walked.
+    public var rows: Int64
+    /// Checkpoints checked.
+    public var checkpoints: Int
+    /// The first problem, absent when the shard verifies.
+    public var problem: Problem?
+    /// How long the walk took, in milliseconds.
+    public var durationMs: Int64
+
+    public init(shard: Int, verified: Bool, rows: Int64, checkpoints: Int, problem: Problem?, durationMs: Int64) {
+        self.shard = shard
+        self.verified = verified
+        self.rows = rows
+        self.checkpoints = checkpoints
+        self.problem = problem
+        self.durationMs = durationMs
+    }
+}

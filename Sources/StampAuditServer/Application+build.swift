@@ -71,6 +71,7 @@ public func buildAuditApplication<C: Clock<Duration>>(
     router.add(middleware: RequestMetricsMiddleware())
     router.add(middleware: BodyLimitMiddleware(maxBodySize: server.maxBodySize))
     AuditRoutes(service: service, tokens: tokens, maxBodySize: server.maxBodySize).add(to: router)
+    AuditConsole().add(to: router)
     OperationalRoutes(
         readiness: {
             if let reason = await service.unreadiness() {

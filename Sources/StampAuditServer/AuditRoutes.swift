@@ -7,6 +7,8 @@ import StampAudit
 import StampAuditService
 import StampCore
 import StampHTTP
+import StampWebConsole
+import Synchronization
 
 /// The bearer tokens of the API: writers record changes, readers also see personal-data values,
 /// the administrator erases a user's personal data and reads the access log.
@@ -70,6 +72,23 @@ public struct AuditTokens: Sendable {
     }
 }
 
+/// Lets one holder in at a time: `enter()` is `false` while another holds it.
+final class VerificationGate: Sendable {
+    private let held = Mutex(false)
+
+    func enter() -> Bool {
+        held.withLock { held in
+            guard !held else { return false }
+            held = true
+            return true
+        }
+    }
+
+    func leave() {
+        held.withLock { $0 = false }
+    }
+}
+
 /// The headers of idempotent writes.
 public enum AuditHeaders {
     /// The client's key for one logical write, reused on its retries.
@@ -83,6 +102,8 @@ struct AuditRoutes<C: Clock<Duration>>: Sendable {
     let service: AuditService<C>
     let tokens: AuditTokens
     let maxBodySize: Int
+    /// Lets one whole-chain verification run on this server at a time.
+    let verifications = VerificationGate()
 
     func add(to router: Router<BasicRequestContext>) {
         let writing = AuditWriteRoute(service: service, tokens: tokens)
@@ -101,6 +122,10 @@ struct AuditRoutes<C: Clock<Duration>>: Sendable {
         router.delete("/v1/users/:userId/personal-data") { request, context in try await Self.answering { try await erase(request, context: context) } }
         router.get("/v1/users/:userId/access-log") { request, context in try await Self.answering { try await accessLog(request, context: context) } }
         router.get("/v1/shards/:shardId/checkpoint") { request, context in try await Self.answering { try await checkpoint(request, context: context) } }
+        router.get("/v1/users/:userId/fields") { request, context in try await Self.answering { try await fields(request, context: context) } }
+        router.get("/v1/caller") { request, _ in try caller(request) }
+        router.get("/v1/shards") { request, _ in try await Self.answering { try await shardList(request) } }
+        router.post("/v1/shards/:shardId/verification") { request, context in try await Self.answering { try await verification(request, context: context) } }
     }
 
     /// Runs a handler, turning the service's errors into problems.
@@ -114,15 +139,17 @@ struct AuditRoutes<C: Clock<Duration>>: Sendable {
 
     /// The methods each path serves, for 405 answers.
     static func allowedMethods(_ path: String) -> String? {
-        if OperationalRoutes.paths.contains(path) { return "GET" }
+        if OperationalRoutes.paths.contains(path) || path == "/v1/caller" || path == "/v1/shards" || path == AuditConsole.path { return "GET" }
+        if WebConsole.isAssetPath(path) { return "GET" }
         let segments = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
         switch Array(segments) {
         case let parts where parts.count == 3 && parts[0] == "v1" && parts[1] == "events" && !parts[2].isEmpty: return "GET"
         case let parts where parts.count == 4 && parts[0] == "v1" && parts[1] == "users" && !parts[2].isEmpty && parts[3] == "events": return "GET, POST"
         case let parts where parts.count == 5 && parts[0] == "v1" && parts[1] == "users" && !parts[2].isEmpty && parts[3] == "events" && parts[4] == "latest": return "GET"
-        case let parts where parts.count == 4 && parts[0] == "v1" && parts[1] == "users" && !parts[2].isEmpty && (parts[3] == "export" || parts[3] == "access-log"): return "GET"
+        case let parts where parts.count == 4 && parts[0] == "v1" && parts[1] == "users" && !parts[2].isEmpty && ["export", "access-log", "fields"].contains(parts[3]): return "GET"
         case let parts where parts.count == 4 && parts[0] == "v1" && parts[1] == "users" && !parts[2].isEmpty && parts[3] == "personal-data": return "DELETE"
         case let parts where parts.count == 4 && parts[0] == "v1" && parts[1] == "shards" && !parts[2].isEmpty && parts[3] == "checkpoint": return "GET"
+        case let parts where parts.count == 4 && parts[0] == "v1" && parts[1] == "shards" && !parts[2].isEmpty && parts[3] == "verification": return "POST"
         default: return nil
         }
     }
@@ -237,14 +264,89 @@ struct AuditRoutes<C: Clock<Duration>>: Sendable {
     /// The newest signed checkpoint of a shard's hash chain; any token may read it (it holds no personal data).
     func checkpoint(_ request: Request, context: BasicRequestContext) async throws -> Response {
         _ = try tokens.role(of: request)
-        let text = context.parameters.get("shardId") ?? ""
-        guard let shard = Int(text), service.shardMap.current.shards.contains(where: { $0.id == shard }) else {
-            throw Problem(.unknownShard, status: .notFound, detail: "the shard map has no shard \(text)")
-        }
+        let shard = try shardID(context)
         guard let checkpoint = try await service.latestCheckpoint(shard: shard) else {
             throw Problem(.notFound, status: .notFound, detail: "no checkpoint of shard \(shard) was signed yet")
         }
         return try Response.json(checkpoint)
+    }
+
+    /// `GET /v1/users/{userId}/fields`: the latest event of each field the user changed; for
+    /// readers with values, recorded in the access log.
+    func fields(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let role = try tokens.role(of: request)
+        let user = try Self.user(context)
+        let rows = try await service.latestOfEachField(user: user)
+        return try Response.json(AuditLatestFields(events: try await render(rows, user: user, role: role, request: request)))
+    }
+
+    /// `GET /v1/caller`: the role and identity of the caller's token, so that a console shows
+    /// what that token may do.
+    func caller(_ request: Request) throws -> Response {
+        let role = try tokens.role(of: request)
+        return try Response.json(AuditCaller(role: role.rawValue, identity: tokens.identity(of: role)))
+    }
+
+    /// `GET /v1/shards`: every shard of the current map at a glance (``ShardStatus``); any token.
+    /// A shard that cannot be read is listed with the reason, and the others still are.
+    func shardList(_ request: Request) async throws -> Response {
+        _ = try tokens.role(of: request)
+        let map = service.shardMap.current
+        let service = service
+        let states = await withTaskGroup(of: AuditShardState.self) { group in
+            for shard in map.shards.map(\.id) {
+                group.addTask {
+                    do throws(AuditServiceError) {
+                        let status = try await service.shardStatus(shard: shard)
+                        let checkpoint = status.checkpoint.map {
+                            AuditShardState.Checkpoint(
+                                rows: $0.rows, lastId: $0.lastID, signedAt: RFC3339.format(unixMilliseconds: $0.signedAtMilliseconds),
+                                signatureValid: status.checkpointSigned ?? false, reached: status.checkpointReached ?? false
+                            )
+                        }
+                        return AuditShardState(
+                            shard: shard, rows: status.head.rows, lastId: status.head.lastID, head: AuditCheckpoint.hex(status.head.hash),
+                            checkpoint: checkpoint, problem: status.problem, error: nil
+                        )
+                    } catch {
+                        return AuditShardState(shard: shard, rows: nil, lastId: nil, head: nil, checkpoint: nil, problem: nil, error: error.message)
+                    }
+                }
+            }
+            var states: [AuditShardState] = []
+            for await state in group { states.append(state) }
+            return states.sorted { $0.shard < $1.shard }
+        }
+        return try Response.json(AuditShardList(shardMapVersion: map.version, shards: states))
+    }
+
+    /// `POST /v1/shards/{shardId}/verification`: recomputes the shard's whole chain and checks its
+    /// head and checkpoints, as `stamp audit verify` does; reader and admin tokens. One runs on a
+    /// server at a time: another meanwhile is answered 503.
+    func verification(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        guard try tokens.role(of: request) != .writer else {
+            throw Problem(.forbidden, status: .forbidden, detail: "only the reader and admin tokens may verify a shard")
+        }
+        let shard = try shardID(context)
+        guard verifications.enter() else {
+            throw Problem.unavailable("another shard verification runs on this server; try again when it is done", retryAfterMilliseconds: 2000)
+        }
+        defer { verifications.leave() }
+        let verification = try await service.verify(shard: shard)
+        let problem = verification.problem.map { AuditShardVerification.Problem(kind: $0.kind.rawValue, position: $0.position, id: $0.id, detail: $0.detail) }
+        let milliseconds = verification.duration.components.seconds * 1000 + verification.duration.components.attoseconds / 1_000_000_000_000_000
+        return try Response.json(AuditShardVerification(
+            shard: shard, verified: problem == nil, rows: verification.rows, checkpoints: verification.checkpoints, problem: problem, durationMs: milliseconds
+        ))
+    }
+
+    /// The shard a path's `shardId` names, which the current map must list.
+    func shardID(_ context: BasicRequestContext) throws(Problem) -> Int {
+        let text = context.parameters.get("shardId") ?? ""
+        guard let shard = Int(text), service.shardMap.current.shards.contains(where: { $0.id == shard }) else {
+            throw Problem(.unknownShard, status: .notFound, detail: "the shard map has no shard \(text.prefix(20))")
+        }
+        return shard
     }
 
     private func requireAdmin(_ request: Request, to action: String) throws {

@@ -332,6 +332,22 @@ public struct AuditService<C: Clock<Duration>>: Sendable {
         return Array(rows.sorted { $0.id > $1.id }.prefix(limit))
     }
 
+    /// The latest event of each field `user` has changed, by field name: read from the user's
+    /// history newest first, page by page, so it costs as much as reading the whole history.
+    public func latestOfEachField(user: String) async throws(AuditServiceError) -> [AuditRow] {
+        var latest: [String: AuditRow] = [:]
+        var before: StampID?
+        while true {
+            let page = try await history(user: user, field: nil, before: before, limit: AuditLimits.maxPageSize)
+            for row in page where latest[row.field] == nil {
+                latest[row.field] = row
+            }
+            guard page.count == AuditLimits.maxPageSize, let last = page.last else { break }
+            before = last.id
+        }
+        return latest.values.sorted { $0.field < $1.field }
+    }
+
     /// The event with `id`, read from the shard written in the ID.
     public func event(id: StampID) async throws(AuditServiceError) -> AuditRow? {
         let shard = id.fields(in: layout).shard

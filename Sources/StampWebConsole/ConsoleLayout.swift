@@ -11,7 +11,9 @@ public enum ConsoleLayout {
     ///
     /// `{{>token-form}}` renders a password field whose value ``WebConsole``'s `console.js` keeps in
     /// the tab's session storage and sends as `Authorization: Bearer`, never in a URL; the context's
-    /// `tokenLabel` names the token asked for.
+    /// `tokenLabel` names the token asked for. The field has no name and the form posts: submitted
+    /// before the script runs (or without it), the form sends nothing, where a named field of a
+    /// `GET` form would put the token in the page's address.
     public static let templates: [String: String] = ["layout": layout, "token-form": tokenForm]
 
     static let layout = """
@@ -41,9 +43,9 @@ public enum ConsoleLayout {
         """
 
     static let tokenForm = """
-        <form class="token" data-console-token>
+        <form class="token" data-console-token method="post">
         <label for="console-token">{{tokenLabel}}</label>
-        <input id="console-token" name="token" type="password" autocomplete="off" spellcheck="false">
+        <input id="console-token" type="password" autocomplete="off" spellcheck="false">
         <button type="submit">Use</button>
         <button type="button" data-console-forget>Forget</button>
         <span class="token-state" data-console-token-state></span>

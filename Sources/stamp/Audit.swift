@@ -26,6 +26,10 @@ struct AuditServe: AsyncParsableCommand {
         in the same request. The shard map file is re-read as it changes; a new version's databases are opened \
         before it is used.
 
+        Every server serves the audit viewer at /ui, a web page for people: a user's history with values, the latest \
+        value of each field, the shards' hash chains and checkpoints, and erasure; it asks for the reader or admin \
+        token and keeps it in the browser tab only.
+
         Secrets come from the environment only, so that they never show in process lists: \
         STAMP_AUDIT_DATA_KEY (base64 of 32 random bytes: the master key wrapping each user's AES-256-GCM data key, \
         which seals their before/after values; `stamp audit key` prints a new one), STAMP_AUDIT_PREVIOUS_DATA_KEY \

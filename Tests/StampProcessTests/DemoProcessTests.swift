@@ -89,6 +89,18 @@ struct DemoProcessTests {
         #expect(nodes.nodes.map { $0.node } == [0, 1, 2])
         #expect(nodes.nodes.allSatisfy { $0.error == nil }, "every node answered for itself: \(nodes.nodes.compactMap { $0.error })")
 
+        // The audit viewer: its page answers, and the tokens file holds the reader token it asks for and the admin token that erases.
+        let viewer = try #require(demo.errors.split(separator: "\n").first { $0.hasPrefix("  audit viewer: ") }, "no viewer line: \(demo.errors)")
+        let viewerParts = viewer.dropFirst("  audit viewer: ".count).split(separator: " ")
+        #expect(viewerParts[0].hasPrefix("http://127.0.0.1:") && viewerParts[0].hasSuffix("/ui") && viewerParts[2] == "STAMP_AUDIT_READER_TOKEN")
+        let (viewerPage, viewerStatus) = try await HTTP.get(String(viewerParts[0]), accept: "text/html")
+        #expect(viewerStatus == 200)
+        #expect(String(decoding: viewerPage, as: UTF8.self).contains(#"<table id="history-table""#))
+        let reader = try #require(tokens.split(separator: "\n").first { $0.hasPrefix("STAMP_AUDIT_READER_TOKEN=") }).dropFirst("STAMP_AUDIT_READER_TOKEN=".count)
+        #expect(tokens.contains("STAMP_AUDIT_ADMIN_TOKEN=demo-admin-"))
+        let (caller, callerStatus) = try await HTTP.get("\(viewerParts[0].dropLast("/ui".count))/v1/caller", token: String(reader))
+        #expect(callerStatus == 200 && String(decoding: caller, as: UTF8.self).contains(#""role":"reader""#))
+
         demo.process.send(SIGINT)
         let status = try await demo.waitForExit()
         #expect(status == 0, "\(demo.errors)")

@@ -25,12 +25,15 @@ final class DemoConsoles: Sendable {
 
     /// The consoles of the servers started so far.
     var consoles: [Console] {
-        let (generators, _) = started.withLock { $0 }
+        let (generators, auditServers) = started.withLock { $0 }
         var consoles: [Console] = []
         if let generator = generators.first {
             consoles.append(Console(name: "cluster console", url: "\(generator)/ui", token: "STAMP_TOKEN"))
         }
-        // The audit viewer (an audit server's /ui) goes here, with the variable of the token it asks for.
+        // Every audit server serves the viewer; the reader token shows values, the admin token erases.
+        if let auditServer = auditServers.first {
+            consoles.append(Console(name: "audit viewer", url: "\(auditServer)/ui", token: "STAMP_AUDIT_READER_TOKEN"))
+        }
         return consoles
     }
 

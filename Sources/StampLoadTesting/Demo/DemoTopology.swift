@@ -19,6 +19,8 @@ struct DemoTopology: Sendable {
     /// The generator nodes' bearer token, which the audit servers and the demo's own ID client send.
     let generatorToken = "demo-generator-\(UUID().uuidString)"
     let readerToken = "demo-reader-\(UUID().uuidString)"
+    /// The audit servers' admin token, for the audit viewer's erasure; the load never sends it.
+    let adminToken = "demo-admin-\(UUID().uuidString)"
     /// Where the consoles are, for ``announceConsoles()``.
     let consoles = DemoConsoles()
 
@@ -67,6 +69,7 @@ struct DemoTopology: Sendable {
             "STAMP_AUDIT_SIGNING_KEY": CheckpointSigner.generateKey(),
             "STAMP_AUDIT_WRITER_TOKEN": writerToken,
             "STAMP_AUDIT_READER_TOKEN": readerToken,
+            "STAMP_AUDIT_ADMIN_TOKEN": adminToken,
             "STAMP_TOKEN": generatorToken,
         ]
         let auditServers = try await startServers(count: DemoConfiguration.auditServerCount, name: "audit", http: http, logs: logs, ports: ports) { portFile in
@@ -105,7 +108,7 @@ struct DemoTopology: Sendable {
     func announceConsoles() {
         let tokens = folder.appendingPathComponent("tokens")
         do {
-            try DemoConsoles.writeTokens([("STAMP_TOKEN", generatorToken), ("STAMP_AUDIT_WRITER_TOKEN", writerToken), ("STAMP_AUDIT_READER_TOKEN", readerToken)], to: tokens)
+            try DemoConsoles.writeTokens([("STAMP_TOKEN", generatorToken), ("STAMP_AUDIT_WRITER_TOKEN", writerToken), ("STAMP_AUDIT_READER_TOKEN", readerToken), ("STAMP_AUDIT_ADMIN_TOKEN", adminToken)], to: tokens)
         } catch {
             output.note("stamp demo: \(error)")
         }
