@@ -192,13 +192,14 @@ public struct HistoryChecker: Sendable {
                 if refused - lastSent > (leaseTTL - leaseMargin).wholeMicroseconds + Self.readingSlackMicroseconds {
                     problems.append("\(name) issued for \(Self.milliseconds(refused - lastSent)) ms after its last renewal, beyond ttl - margin")
                 }
-                if let served = firstIssuing(of: host, after: end) {
+                if let served = firstIssuing(of: host, after: refused) {
                     // A node ID claimed with no stored reservation issues only after the maximum lead, by design.
-                    let fresh = host.events.contains { $0.kind == .claimedWithoutReservation && $0.microseconds >= end && $0.microseconds <= served }
+                    let fresh = host.events.contains { $0.kind == .claimedWithoutReservation && $0.microseconds >= refused && $0.microseconds <= served }
                     let bound = renewal + (fresh ? maxLead.wholeMicroseconds : 0)
-                    parts.append("served again \(Self.milliseconds(served - end)) ms after the heal\(fresh ? " (a node ID with no stored reservation)" : "")")
-                    if fault.kind == .storeStop, served - end > bound + slack {
-                        problems.append("\(name) served again \(Self.milliseconds(served - end)) ms after the store's return, beyond one renewal\(fresh ? " and the maximum lead" : "") (\(Self.milliseconds(bound)) ms)")
+                    let recovery = Self.sinceHeal(served, end)
+                    parts.append("served again \(Self.milliseconds(recovery)) ms after the heal\(fresh ? " (a node ID with no stored reservation)" : "")")
+                    if fault.kind == .storeStop, recovery > bound + slack {
+                        problems.append("\(name) served again \(Self.milliseconds(recovery)) ms after the store's return, beyond one renewal\(fresh ? " and the maximum lead" : "") (\(Self.milliseconds(bound)) ms)")
                     }
                 } else {
                     parts.append("never served again")
@@ -214,8 +215,8 @@ public struct HistoryChecker: Sendable {
                 if refused - start > renewal + slack {
                     problems.append("\(name) refused \(Self.milliseconds(refused - start)) ms after its clock moved, beyond one renewal (\(Self.milliseconds(renewal)) ms)")
                 }
-                if let served = firstIssuing(of: host, after: end) {
-                    parts.append("served again \(Self.milliseconds(served - end)) ms after the heal")
+                if let served = firstIssuing(of: host, after: refused) {
+                    parts.append("served again \(Self.milliseconds(Self.sinceHeal(served, end))) ms after the heal")
                 } else {
                     parts.append("never served again")
                 }
@@ -266,6 +267,12 @@ public struct HistoryChecker: Sendable {
         host.events.first { event in
             if case .issuing = event.kind { event.microseconds >= moment } else { false }
         }?.microseconds
+    }
+
+    /// How long after the heal at `end` a node that refused served again at `served`: 0 when it
+    /// logged serving before the heal's recorded end, which the nemesis reads just after healing.
+    static func sinceHeal(_ served: Int64, _ end: Int64) -> Int64 {
+        max(0, served - end)
     }
 
     /// Wall-clock microseconds minus monotonic microseconds, from the clients' paired readings (the median).
