@@ -14,7 +14,10 @@ import Synchronization
 ///
 /// Each request goes to the member that answered last, and on to the next one in the location's
 /// order when that member cannot be reached, times out or says it is unavailable (no leader, a
-/// member cut off from the majority): every request the store sends is safe to repeat. With a user,
+/// member cut off from the majority): every request the store sends is safe to repeat. A request
+/// its caller gives up on (cancels) while a member has not answered makes the next request start
+/// with the member after that one, so that a caller whose own deadline is shorter than the request
+/// timeout still moves on from a member that holds requests. With a user,
 /// the client authenticates first and again whenever etcd says the token is no longer valid.
 final class EtcdGatewayClient: Sendable {
     private let settings: EtcdConnectionSettings
@@ -29,6 +32,10 @@ final class EtcdGatewayClient: Sendable {
         var configuration = HTTPClient.Configuration()
         configuration.tlsConfiguration = settings.tls
         configuration.redirectConfiguration = .disallow
+        // A member that refuses connections (stopped, restarting) is passed over at once for the
+        // next one: trying the members in turn is this client's retry. Retrying to connect to the
+        // same member would hold each request for the whole connect timeout.
+        configuration.connectionPool.retryConnectionEstablishment = false
         // The request's deadline ends with the answer's head; the read timeout bounds its body.
         configuration.timeout = HTTPClient.Configuration.Timeout(connect: Self.timeAmount(settings.requestTimeout), read: Self.timeAmount(settings.requestTimeout))
         http = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
@@ -106,6 +113,13 @@ final class EtcdGatewayClient: Sendable {
                 state.withLock { $0.preferred = index }
                 return answer
             } catch where error.isMemberFailure {
+                if Task.isCancelled {
+                    // The caller gave up waiting (a renewal's deadline, shorter than the request
+                    // timeout): this member did not answer in time, so the next call starts with
+                    // the one after it, rather than waiting on it again.
+                    state.withLock { if $0.preferred == index { $0.preferred = (index + 1) % endpoints.count } }
+                    throw EtcdGatewayError(.unreachable, "the request to etcd was given up while \(endpoints[index]) had not answered", cause: error)
+                }
                 logger.debug("an etcd member failed; trying the next", metadata: ["stamp.etcd.endpoint": "\(endpoints[index])", "stamp.error": "\(error.message)"])
                 failures.append("\(endpoints[index]): \(error.message)")
                 lastFailure = error

@@ -97,6 +97,28 @@ struct EtcdStoreTests {
         }
     }
 
+    @Test("a member that answered and then refuses connections (killed) fails its request at once, not after the connect timeout, so a renewal's short deadline still reaches the next member")
+    func refusedConnectionIsNotRetried() async throws {
+        let fresh = try #require(TestEtcdCluster.environment).freshLocation()
+        // The member the store tries first: a proxy to a real one, closed (killed) once the store used it.
+        let member = try await FaultProxy(upstreamPort: fresh.endpoints[0].port)
+        var location = fresh
+        location.endpoints = [EtcdLocation.Endpoint(host: "127.0.0.1", port: member.port)] + fresh.endpoints
+        // Connecting again to the refusing member until this timeout would outlast the deadline below.
+        let settings = try EtcdConnectionSettings(location: location, requestTimeout: .seconds(20))
+        try await running([EtcdCoordinationStore(settings: settings, logger: silentLogger)], preparing: .default) { stores in
+            let store = stores[0]
+            let held = try #require(try await store.claim(owner: "owner", address: nil, ttl: Self.ttl, nodeCount: 1))
+            #expect(member.connections >= 1, "the store used the first member before it went down")
+            try await member.close()
+            let renewed = try await withDeadline(.seconds(10), on: ContinuousClock(), timedOut: { CoordinationError(.unavailable, "the renewal did not end within the deadline") }) { () async throws(CoordinationError) in
+                try await store.renew(node: held.node, owner: "owner", ttl: Self.ttl, reservedUntilUnixMilliseconds: 42)
+            }
+            #expect(renewed?.owner == "owner")
+            try await store.release(node: held.node, owner: "owner")
+        }
+    }
+
     @Test("a member that holds requests unanswered (cut off from the majority) is left after the request timeout, and the next answers from then on")
     func failsOverFromAHangingMember() async throws {
         let fresh = try #require(TestEtcdCluster.environment).freshLocation()
@@ -111,6 +133,36 @@ struct EtcdStoreTests {
             try await stores[0].release(node: held.node, owner: "owner")
         }
         #expect(proxy.connections == 1, "only the first request went to the hanging member")
+        try await proxy.close()
+    }
+
+    @Test("a request given up by its caller while a member holds it (a renewal's deadline, shorter than the request timeout) sends the next request to the next member")
+    func givenUpRequestMovesOnFromAHangingMember() async throws {
+        let fresh = try #require(TestEtcdCluster.environment).freshLocation()
+        let proxy = try await FaultProxy()
+        proxy.set(.hang)
+        var location = fresh
+        location.endpoints = [EtcdLocation.Endpoint(host: "127.0.0.1", port: proxy.port)] + fresh.endpoints
+        // A request timeout longer than the deadlines below: only the caller's giving up can move the store on.
+        let settings = try EtcdConnectionSettings(location: location, requestTimeout: .seconds(20))
+        try await running([EtcdCoordinationStore(settings: settings, logger: silentLogger)], preparing: nil) { stores in
+            let store = stores[0]
+            let givenUp = Task { try await store.liveLeases() }
+            await proxy.waitForConnections(1)
+            givenUp.cancel()
+            let error = await #expect(throws: CoordinationError.self) { try await givenUp.value }
+            #expect(error?.code == .unavailable)
+            #expect(error?.message.contains("given up") == true)
+
+            // Were the next requests sent to the hanging member again, they would wait for the request timeout.
+            try await withDeadline(.seconds(10), on: ContinuousClock(), timedOut: { CoordinationError(.unavailable, "the store went back to the hanging member") }) { () async throws(CoordinationError) in
+                try await store.prepare(layout: .default)
+                guard let held = try await store.claim(owner: "owner", address: nil, ttl: Self.ttl, nodeCount: 1) else { throw CoordinationError(.unavailable, "no node ID was free") }
+                _ = try await store.renew(node: held.node, owner: "owner", ttl: Self.ttl, reservedUntilUnixMilliseconds: 42)
+                try await store.release(node: held.node, owner: "owner")
+            }
+        }
+        #expect(proxy.connections == 1, "after the given-up request, nothing more went to the hanging member")
         try await proxy.close()
     }
 

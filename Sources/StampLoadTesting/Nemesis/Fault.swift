@@ -5,7 +5,8 @@ import Foundation
 /// In a fault file each fault is one line, `KIND TARGET START_US END_US`, its times in
 /// microseconds of the wall clock of the machine (the nemesis's, which it does not shift); the
 /// target is a node's host name, `CLIENT>NODE` for a partition between a client host and a node,
-/// or `store`.
+/// `store`, an etcd member's host name, or `NODE+MEMBER` for a node cut off together with one
+/// member.
 public struct Fault: Sendable, Equatable {
     /// The kinds of fault, and what the checker expects of each.
     public enum Kind: String, Sendable, CaseIterable {
@@ -27,6 +28,24 @@ public struct Fault: Sendable, Equatable {
         case pause
         /// The node is killed (SIGKILL) and restarted, several times.
         case killRestart = "kill-restart"
+        /// One etcd member, a follower, is killed (SIGKILL), then restarted: the other two are a majority.
+        case memberKill = "member-kill"
+        /// The etcd leader is cut off from the other members and from the nodes, until they elect another.
+        case leaderPartition = "leader-partition"
+        /// The node and one etcd member, a follower, are cut off from the other two members (a
+        /// majority): the node reaches only a member that cannot answer.
+        case majorityPartition = "majority-partition"
+    }
+
+    /// The node host the fault is aimed at, if it is aimed at one: the target, its part after `>`
+    /// for a client partition, its part before `+` for a majority partition; `nil` for the store or a member.
+    public var node: String? {
+        switch kind {
+        case .storeStop, .memberKill, .leaderPartition: nil
+        case .clientPartition: target.split(separator: ">").last.map(String.init)
+        case .majorityPartition: target.split(separator: "+").first.map(String.init)
+        case .storePartition, .clockBack1s, .clockBack1h, .clockForward1h, .clockSkew, .pause, .killRestart: target
+        }
     }
 
     public var kind: Kind

@@ -146,15 +146,44 @@ public struct HistoryChecker: Sendable {
         let failures = calls.count { $0.id == nil && $0.startedMicroseconds >= start && $0.startedMicroseconds < windowEnd }
         let gap = Self.longestGap(successes, from: start, to: windowEnd)
         var parts = ["\(fault.kind.rawValue) \(fault.target) for \(Self.milliseconds(end - start)) ms", "\(failures) failed calls", "longest no-success \(Self.milliseconds(gap)) ms"]
-        // While some node can reach the store and the clients, the clients' retries and failover absorb the fault.
-        if fault.kind != .storeStop, failures > 0 { problems.append("\(failures) failed calls while other nodes could serve") }
+        // While some node can reach the store and the clients, the clients' retries and failover absorb
+        // the fault. With the store down, or while etcd elects a leader, no node can renew.
+        let everyNodeWaits = fault.kind == .storeStop || fault.kind == .leaderPartition
+        if !everyNodeWaits, failures > 0 { problems.append("\(failures) failed calls while other nodes could serve") }
         let renewal = (leaseTTL / 3).wholeMicroseconds
         let slack = tolerance.wholeMicroseconds
-        let targets = fault.kind == .storeStop ? nodes.map(\.name) : [fault.target]
+        if fault.kind == .leaderPartition, gap > leaseTTL.wholeMicroseconds + slack {
+            problems.append("no successful call for \(Self.milliseconds(gap)) ms, beyond the lease TTL (\(Self.milliseconds(leaseTTL.wholeMicroseconds)) ms)")
+        }
+        let targets = fault.node.map { [$0] } ?? nodes.map(\.name)
         for name in targets {
             guard let host = nodes.first(where: { $0.name == name }) else { continue }
+            let stopped = host.events.first { event in
+                if case .stopped = event.kind { event.microseconds >= start && event.microseconds < windowEnd } else { false }
+            }?.microseconds
             switch fault.kind {
-            case .storePartition, .storeStop:
+            case .memberKill:
+                // Two members of three are a majority: etcd answers as before, and the node fails over at once.
+                if let stopped {
+                    parts.append("\(name) stopped issuing \(Self.milliseconds(stopped - start)) ms after the fault")
+                    problems.append("\(name) stopped issuing while only one member was down")
+                } else {
+                    parts.append("\(name) kept issuing")
+                }
+            case .leaderPartition:
+                // The other two members elect a leader among themselves, which keeps every etcd lease:
+                // a node may pause while they do, and issues again before the old leader returns.
+                guard let stopped, stopped < end else {
+                    parts.append("\(name) kept issuing")
+                    continue
+                }
+                if let served = firstIssuing(of: host, after: stopped), served < end {
+                    parts.append("\(name) refused \(Self.milliseconds(stopped - start)) ms after the fault, served again \(Self.milliseconds(served - start)) ms after it, before the heal")
+                } else {
+                    parts.append("\(name) refused \(Self.milliseconds(stopped - start)) ms after the fault, not served again before the heal")
+                    problems.append("\(name) did not serve again while the old leader was cut off")
+                }
+            case .storePartition, .storeStop, .majorityPartition:
                 guard let (lastSent, refused) = validityEnd(of: host, at: start) else {
                     parts.append("\(name) was not serving")
                     continue
@@ -163,13 +192,14 @@ public struct HistoryChecker: Sendable {
                 if refused - lastSent > (leaseTTL - leaseMargin).wholeMicroseconds + Self.readingSlackMicroseconds {
                     problems.append("\(name) issued for \(Self.milliseconds(refused - lastSent)) ms after its last renewal, beyond ttl - margin")
                 }
-                if let served = firstIssuing(of: host, after: end) {
+                if let served = firstIssuing(of: host, after: refused) {
                     // A node ID claimed with no stored reservation issues only after the maximum lead, by design.
-                    let fresh = host.events.contains { $0.kind == .claimedWithoutReservation && $0.microseconds >= end && $0.microseconds <= served }
+                    let fresh = host.events.contains { $0.kind == .claimedWithoutReservation && $0.microseconds >= refused && $0.microseconds <= served }
                     let bound = renewal + (fresh ? maxLead.wholeMicroseconds : 0)
-                    parts.append("served again \(Self.milliseconds(served - end)) ms after the heal\(fresh ? " (a node ID with no stored reservation)" : "")")
-                    if fault.kind == .storeStop, served - end > bound + slack {
-                        problems.append("\(name) served again \(Self.milliseconds(served - end)) ms after the store's return, beyond one renewal\(fresh ? " and the maximum lead" : "") (\(Self.milliseconds(bound)) ms)")
+                    let recovery = Self.sinceHeal(served, end)
+                    parts.append("served again \(Self.milliseconds(recovery)) ms after the heal\(fresh ? " (a node ID with no stored reservation)" : "")")
+                    if fault.kind == .storeStop, recovery > bound + slack {
+                        problems.append("\(name) served again \(Self.milliseconds(recovery)) ms after the store's return, beyond one renewal\(fresh ? " and the maximum lead" : "") (\(Self.milliseconds(bound)) ms)")
                     }
                 } else {
                     parts.append("never served again")
@@ -185,8 +215,8 @@ public struct HistoryChecker: Sendable {
                 if refused - start > renewal + slack {
                     problems.append("\(name) refused \(Self.milliseconds(refused - start)) ms after its clock moved, beyond one renewal (\(Self.milliseconds(renewal)) ms)")
                 }
-                if let served = firstIssuing(of: host, after: end) {
-                    parts.append("served again \(Self.milliseconds(served - end)) ms after the heal")
+                if let served = firstIssuing(of: host, after: refused) {
+                    parts.append("served again \(Self.milliseconds(Self.sinceHeal(served, end))) ms after the heal")
                 } else {
                     parts.append("never served again")
                 }
@@ -237,6 +267,12 @@ public struct HistoryChecker: Sendable {
         host.events.first { event in
             if case .issuing = event.kind { event.microseconds >= moment } else { false }
         }?.microseconds
+    }
+
+    /// How long after the heal at `end` a node that refused served again at `served`: 0 when it
+    /// logged serving before the heal's recorded end, which the nemesis reads just after healing.
+    static func sinceHeal(_ served: Int64, _ end: Int64) -> Int64 {
+        max(0, served - end)
     }
 
     /// Wall-clock microseconds minus monotonic microseconds, from the clients' paired readings (the median).
