@@ -37,7 +37,7 @@ final class EtcdGatewayClient: Sendable {
         // same member would hold each request for the whole connect timeout.
         configuration.connectionPool.retryConnectionEstablishment = false
         // The request's deadline ends with the answer's head; the read timeout bounds its body.
-        configuration.timeout = HTTPClient.Configuration.Timeout(connect: Self.timeAmount(settings.requestTimeout), read: Self.timeAmount(settings.requestTimeout))
+        configuration.timeout = HTTPClient.Configuration.Timeout(connect: TimeAmount(settings.requestTimeout), read: TimeAmount(settings.requestTimeout))
         http = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
     }
 
@@ -186,7 +186,7 @@ final class EtcdGatewayClient: Sendable {
         let answer: ByteBuffer
         let date: String?
         do {
-            let response = try await http.execute(request, timeout: Self.timeAmount(settings.requestTimeout))
+            let response = try await http.execute(request, timeout: TimeAmount(settings.requestTimeout))
             status = response.status.code
             date = response.headers.first(name: "date")
             answer = try await response.body.collect(upTo: Self.answerLimit)
@@ -209,10 +209,6 @@ final class EtcdGatewayClient: Sendable {
 
     /// The largest answer read: a range of every node key of a cluster is far smaller.
     private static let answerLimit = 4 << 20
-
-    private static func timeAmount(_ duration: Duration) -> TimeAmount {
-        .nanoseconds(duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000)
-    }
 
     /// A transport failure in words: a refused connection, a timeout, a TLS failure.
     private static func describe(_ error: any Error) -> String {

@@ -30,7 +30,7 @@ public struct PeerStatusSource: Sendable {
             let status: UInt
             let body: ByteBuffer
             do {
-                let response = try await HTTPClient.shared.execute(request, timeout: TimeAmount.nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000))
+                let response = try await HTTPClient.shared.execute(request, timeout: TimeAmount(timeout))
                 status = response.status.code
                 body = try await response.body.collect(upTo: 64 * 1024)
             } catch let error as HTTPClientError where error == .deadlineExceeded || error == .readTimeout || error == .connectTimeout {
