@@ -333,17 +333,11 @@ public struct AuditService<C: Clock<Duration>>: Sendable {
     }
 
     /// The latest event of each field `user` has changed, by field name: read from the user's
-    /// history newest first, page by page, so it costs as much as reading the whole history.
+    /// whole history (``completeHistory(user:)``), so it costs as much as an export.
     public func latestOfEachField(user: String) async throws(AuditServiceError) -> [AuditRow] {
         var latest: [String: AuditRow] = [:]
-        var before: StampID?
-        while true {
-            let page = try await history(user: user, field: nil, before: before, limit: AuditLimits.maxPageSize)
-            for row in page where latest[row.field] == nil {
-                latest[row.field] = row
-            }
-            guard page.count == AuditLimits.maxPageSize, let last = page.last else { break }
-            before = last.id
+        for row in try await completeHistory(user: user) {
+            latest[row.field] = row
         }
         return latest.values.sorted { $0.field < $1.field }
     }
@@ -357,7 +351,6 @@ public struct AuditService<C: Clock<Duration>>: Sendable {
         let store = try open(shard).store
         return try await storeRead { () async throws(AuditStoreError) in try await store.row(id: id) }
     }
-
 
     /// Why the server cannot serve now, or `nil` when it can: every shard of the map open and
     /// answering within the readiness timeout (asked all at once), and a generator node reachable.
