@@ -39,13 +39,16 @@ public final class SQLiteDatabase: Sendable {
     private let readerCount: Int
     private let pool = Mutex<Opened?>(nil)
     private let isClosed = Atomic<Bool>(false)
+    private let openPause: @Sendable (Duration) -> Void
 
     /// A database on the file at `path`; the file and its parent directories are created when
-    /// the first operation opens it.
-    public init(path: String, readerCount: Int = 2) {
+    /// the first operation opens it. `openPause` blocks between tries of a refused open (tests
+    /// pass one that also ends what holds the file).
+    public init(path: String, readerCount: Int = 2, openPause: @escaping @Sendable (Duration) -> Void = BusyWait.pause) {
         precondition(readerCount >= 1)
         self.path = path
         self.readerCount = readerCount
+        self.openPause = openPause
     }
 
     /// Runs `body` on a reading connection, in a transaction that sees the last commit.
@@ -120,40 +123,60 @@ public final class SQLiteDatabase: Sendable {
     }
 
     /// The file's pool, opened on first use; a failed open is tried again by the next operation.
+    ///
+    /// Switching a new file to WAL needs the file to itself, and SQLite refuses the switch at
+    /// once, without waiting, while another process writes the file (three nodes starting on one
+    /// new coordination file do): a refused open is tried again as ``BusyWait`` says.
     private func opened() throws(DatabaseError) -> Opened {
         try pool.withLock { (pool) throws(DatabaseError) -> Opened in
             guard !isClosed.load(ordering: .sequentiallyConsistent) else {
                 throw DatabaseError(.unavailable, "the SQLite database is closed")
             }
             if let pool { return pool }
-            var configuration = Configuration()
-            configuration.busyMode = .callback(BusyWait.shouldRetry)
-            configuration.maximumReaderCount = readerCount
-            configuration.label = "stamp.sqlite"
-            do {
-                try FileManager.default.createDirectory(at: URL(fileURLWithPath: path).deletingLastPathComponent(), withIntermediateDirectories: true)
-                // The pool switches the file to WAL, sets `synchronous = NORMAL`, and leaves a WAL
-                // file, which stays while a connection is open.
-                let databasePool = try DatabasePool(path: path, configuration: configuration)
-                let descriptor = open(path + "-wal", O_RDONLY | O_CLOEXEC)
-                guard descriptor >= 0 else {
-                    try? databasePool.close()
-                    throw DatabaseError(.unavailable, "could not open the SQLite database's WAL file (errno \(errno))")
+            var tries = 0
+            while true {
+                do {
+                    let opened = try openFile()
+                    pool = opened
+                    return opened
+                } catch let error as GRDB.DatabaseError where error.resultCode == .SQLITE_BUSY {
+                    guard let interval = BusyWait.interval(afterTries: tries) else { throw Self.openFailed(error) }
+                    tries += 1
+                    openPause(interval)
+                } catch let error as DatabaseError {
+                    throw error
+                } catch {
+                    throw Self.openFailed(error)
                 }
-                let wal = GroupedFileSync(label: "stamp.sqlite.sync") {
-                    guard fsync(descriptor) == 0 else {
-                        throw DatabaseError(.unavailable, "could not sync the SQLite database's WAL file (errno \(errno))")
-                    }
-                }
-                let opened = Opened(pool: databasePool, walDescriptor: descriptor, wal: wal)
-                pool = opened
-                return opened
-            } catch let error as DatabaseError {
-                throw error
-            } catch {
-                throw DatabaseError(.unavailable, "could not open the SQLite database", cause: error)
             }
         }
+    }
+
+    private static func openFailed(_ error: any Error) -> DatabaseError {
+        let code = (error as? GRDB.DatabaseError).map { " (SQLite code \($0.extendedResultCode))" } ?? ""
+        return DatabaseError(.unavailable, "could not open the SQLite database\(code)", cause: error)
+    }
+
+    private func openFile() throws -> Opened {
+        var configuration = Configuration()
+        configuration.busyMode = .callback(BusyWait.shouldRetry)
+        configuration.maximumReaderCount = readerCount
+        configuration.label = "stamp.sqlite"
+        try FileManager.default.createDirectory(at: URL(fileURLWithPath: path).deletingLastPathComponent(), withIntermediateDirectories: true)
+        // The pool switches the file to WAL, sets `synchronous = NORMAL`, and leaves a WAL
+        // file, which stays while a connection is open.
+        let databasePool = try DatabasePool(path: path, configuration: configuration)
+        let descriptor = open(path + "-wal", O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else {
+            try? databasePool.close()
+            throw DatabaseError(.unavailable, "could not open the SQLite database's WAL file (errno \(errno))")
+        }
+        let wal = GroupedFileSync(label: "stamp.sqlite.sync") {
+            guard fsync(descriptor) == 0 else {
+                throw DatabaseError(.unavailable, "could not sync the SQLite database's WAL file (errno \(errno))")
+            }
+        }
+        return Opened(pool: databasePool, walDescriptor: descriptor, wal: wal)
     }
 
     /// How a connection waits for another's write lock: processes on one machine write the same
@@ -177,8 +200,13 @@ public final class SQLiteDatabase: Sendable {
 
         @Sendable static func shouldRetry(_ tries: Int) -> Bool {
             guard let interval = interval(afterTries: tries) else { return false }
-            usleep(UInt32(interval.wholeNanoseconds / 1000))
+            pause(interval)
             return true
+        }
+
+        /// Blocks the calling thread for `interval`.
+        @Sendable public static func pause(_ interval: Duration) {
+            usleep(UInt32(interval.wholeNanoseconds / 1000))
         }
     }
 }

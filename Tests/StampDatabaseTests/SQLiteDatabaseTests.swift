@@ -157,4 +157,61 @@ struct SQLiteDatabaseTests {
             database.close()
         }
     }
+
+    /// `stamp demo` starts three generator nodes on one new coordination file: each opens it at
+    /// the same moment, and the one that loses the race to set up the file must wait, not fail.
+    @Test("many databases opening one new file at once all open it", arguments: 0..<20)
+    func simultaneousFirstOpens(round: Int) async throws {
+        try await withTemporaryFile { path in
+            let databases = (0..<6).map { _ in SQLiteDatabase(path: path) }
+            let failures = await withTaskGroup(of: String?.self) { group in
+                for (index, database) in databases.enumerated() {
+                    group.addTask {
+                        do {
+                            try await database.immediateTransaction { db in
+                                try db.execute(sql: "CREATE TABLE IF NOT EXISTS opened (id INTEGER PRIMARY KEY)")
+                                try db.execute(sql: "INSERT INTO opened VALUES (?)", arguments: [index])
+                            }
+                            return nil
+                        } catch {
+                            return "database \(index): \(error) \(String(describing: (error as? StampDatabase.DatabaseError)?.cause))"
+                        }
+                    }
+                }
+                return await group.reduce(into: [String]()) { if let failure = $1 { $0.append(failure) } }
+            }
+            #expect(failures == [], "round \(round)")
+            let rows = try await databases[0].read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM opened") }
+            #expect(rows == databases.count)
+            for database in databases { database.close() }
+        }
+    }
+
+    /// SQLite refuses to switch a file to WAL while another connection writes it, at once and
+    /// without calling the busy handler: the open waits and tries again instead of failing.
+    @Test("an open refused because another connection writes the file is tried again until it succeeds")
+    func openWaitsForAWriter() async throws {
+        try await withTemporaryFile { path in
+            try FileManager.default.createDirectory(at: URL(fileURLWithPath: path).deletingLastPathComponent(), withIntermediateDirectories: true)
+            var configuration = Configuration()
+            configuration.allowsUnsafeTransactions = true
+            let writer = try DatabaseQueue(path: path, configuration: configuration)
+            try await writer.writeWithoutTransaction { db in
+                try db.execute(sql: "CREATE TABLE items (name TEXT); BEGIN IMMEDIATE; INSERT INTO items VALUES ('pending')")
+            }
+            let pauses = Mutex(0)
+            let database = SQLiteDatabase(path: path) { _ in
+                let first = pauses.withLock { pauses in
+                    pauses += 1
+                    return pauses == 1
+                }
+                if first { try? writer.writeWithoutTransaction { db in try db.execute(sql: "COMMIT") } }
+            }
+            let rows = try await database.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM items") }
+            #expect(rows == 1)
+            #expect(pauses.withLock { $0 } >= 1, "the first try was refused")
+            database.close()
+            try writer.close()
+        }
+    }
 }
