@@ -34,20 +34,27 @@ public func withDeadline<C: Clock<Duration>, T: Sendable, E: Error>(
 private final class DeadlineRace<T: Sendable, E: Error>: @unchecked Sendable {
     // Unchecked: `E` is not required to be Sendable, but an error crosses from the body's task
     // to the caller only once, through the continuation, as a thrown error does.
-    private let state = Mutex<(continuation: CheckedContinuation<Result<T, E>, Never>?, cancelWork: (@Sendable () -> Void)?, finished: Bool)>((nil, nil, false))
+    private let state = Mutex<(continuation: CheckedContinuation<Result<T, E>, Never>?, cancelWork: (@Sendable () -> Void)?, finished: Bool, failed: Bool)>((nil, nil, false, false))
 
     func start(_ continuation: CheckedContinuation<Result<T, E>, Never>) {
         state.withLock { $0.continuation = continuation }
     }
 
+    /// Registers how to cancel the body. The timer may have fired before this is called: then
+    /// the body is cancelled at once.
     func onTimeout(_ cancelWork: @escaping @Sendable () -> Void) {
-        state.withLock { $0.cancelWork = cancelWork }
+        let failedAlready = state.withLock { state -> Bool in
+            if !state.finished { state.cancelWork = cancelWork }
+            return state.failed
+        }
+        if failedAlready { cancelWork() }
     }
 
     func finish(_ result: Result<T, E>) {
         let (continuation, cancelWork) = state.withLock { state -> (CheckedContinuation<Result<T, E>, Never>?, (@Sendable () -> Void)?) in
             guard !state.finished else { return (nil, nil) }
             state.finished = true
+            if case .failure = result { state.failed = true }
             defer { state.continuation = nil }
             return (state.continuation, state.cancelWork)
         }
