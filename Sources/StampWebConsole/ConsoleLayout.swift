@@ -2,7 +2,8 @@
 /// the stylesheet and the helper script.
 ///
 /// A page fills the layout's blocks: `title` (the document title, before "· Stamp"), `heading`
-/// (beside the brand in the top bar), `content` (the main column) and `scripts` (its own
+/// (beside the brand in the top bar), `content` (the main column, after a notice shown only
+/// when scripts are off, since every page works through `console.js`) and `scripts` (its own
 /// `<script src="/ui/assets/…">` elements, after `console.js`). The stylesheet reads well from a
 /// phone's width (360 px) up; wide tables scroll inside `.scroll`, and a table of class `cards`
 /// turns into one card per row on a phone, each cell labelled by its `data-label` attribute.
@@ -33,6 +34,7 @@ public enum ConsoleLayout {
         <span class="heading">{{$heading}}{{/heading}}</span>
         </header>
         <main>
+        <noscript><p class="message bad">This console needs JavaScript: its pages read the server's JSON API and send your token in a request header, never in a page's address.</p></noscript>
         {{$content}}{{/content}}
         </main>
         <script src="/ui/assets/console.js"></script>

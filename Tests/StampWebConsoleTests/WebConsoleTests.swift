@@ -50,6 +50,7 @@ struct WebConsoleTests {
                 #expect(html.contains(#"<p id="said">&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &#39;more&#39;</p>"#))
                 #expect(!html.contains("<script>alert"))
                 #expect(html.contains(#"<label for="console-token">Reader token</label>"#))
+                #expect(html.contains(#"<noscript><p class="message bad">This console needs JavaScript"#), "without scripts, the page says why it does nothing")
                 // The shared script first, then the page's; no inline script or style anywhere.
                 let shared = try #require(html.range(of: #"<script src="/ui/assets/console.js"></script>"#))
                 let own = try #require(html.range(of: #"<script src="/ui/assets/page.js"></script>"#))
