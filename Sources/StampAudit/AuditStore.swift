@@ -68,6 +68,9 @@ public protocol AuditStore: Sendable {
     /// Up to `limit` rows of `user`, newest (greatest ID) first, only of `field` when given, only
     /// with IDs below `before` when given.
     func history(user: String, field: String?, before: StampID?, limit: Int) async throws(AuditStoreError) -> [AuditRow]
+    /// The newest row of each field `user` has rows of, by field name: found in the index of
+    /// users' fields, without reading the user's other rows.
+    func latestOfEachField(user: String) async throws(AuditStoreError) -> [AuditRow]
     /// The greatest ID among the rows of `user`.
     func latestID(user: String) async throws(AuditStoreError) -> StampID?
     /// Up to `limit` IDs of every user in ascending order, above `after` when given: for checks

@@ -332,12 +332,17 @@ public struct AuditService<C: Clock<Duration>>: Sendable {
         return Array(rows.sorted { $0.id > $1.id }.prefix(limit))
     }
 
-    /// The latest event of each field `user` has changed, by field name: read from the user's
-    /// whole history (``completeHistory(user:)``), so it costs as much as an export.
+    /// The latest event of each field `user` has changed, by field name, from every shard that
+    /// may hold them: each shard's newest of each field, the newest of those where a field is in
+    /// several shards.
     public func latestOfEachField(user: String) async throws(AuditServiceError) -> [AuditRow] {
         var latest: [String: AuditRow] = [:]
-        for row in try await completeHistory(user: user) {
-            latest[row.field] = row
+        for shard in shardMap.current.placement(ofUser: user).read {
+            let store = try open(shard).store
+            for row in try await storeRead({ () async throws(AuditStoreError) in try await store.latestOfEachField(user: user) }) {
+                if let held = latest[row.field], held.id > row.id { continue }
+                latest[row.field] = row
+            }
         }
         return latest.values.sorted { $0.field < $1.field }
     }

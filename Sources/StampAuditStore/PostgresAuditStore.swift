@@ -323,6 +323,14 @@ public final class PostgresAuditStore: AuditStore {
         ))
     }
 
+    public func latestOfEachField(user: String) async throws(AuditStoreError) -> [AuditRow] {
+        // The greatest IDs come from the (user_id, field, id) index alone.
+        try await rows("read the latest of each field", """
+            SELECT \(unescaped: AuditInsertBatch.columns) FROM stamp_audit_events
+                WHERE id IN (SELECT MAX(id) FROM stamp_audit_events WHERE user_id = \(user) GROUP BY field) ORDER BY field
+            """)
+    }
+
     public func latestID(user: String) async throws(AuditStoreError) -> StampID? {
         try await perform("read the latest ID") {
             let rows = try await client.query("SELECT MAX(id) FROM stamp_audit_events WHERE user_id = \(user)", logger: logger)

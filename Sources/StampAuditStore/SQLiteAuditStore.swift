@@ -127,6 +127,10 @@ public final class SQLiteAuditStore: AuditStore {
         return try await rows("read a history", SQL.history, [user, through, limit])
     }
 
+    public func latestOfEachField(user: String) async throws(AuditStoreError) -> [AuditRow] {
+        try await rows("read the latest of each field", SQL.latestOfEachField, [user])
+    }
+
     public func latestID(user: String) async throws(AuditStoreError) -> StampID? {
         try await reading("read the latest ID") { db in
             try Int64.fetchOne(db.cachedStatement(sql: SQL.latestID), arguments: [user])
@@ -564,6 +568,12 @@ private enum SQL {
     static let history = "SELECT \(AuditInsertBatch.columns) FROM stamp_audit_events WHERE user_id = ?1 AND id <= ?2 ORDER BY id DESC LIMIT ?3"
     /// As ``history``, of field `?2` only, with IDs up to `?3`, up to `?4` rows.
     static let historyOfField = "SELECT \(AuditInsertBatch.columns) FROM stamp_audit_events WHERE user_id = ?1 AND field = ?2 AND id <= ?3 ORDER BY id DESC LIMIT ?4"
+    /// The newest row of each field of user `?1`, by field; the greatest IDs come from the
+    /// `(user_id, field, id)` index alone.
+    static let latestOfEachField = """
+        SELECT \(AuditInsertBatch.columns) FROM stamp_audit_events
+            WHERE id IN (SELECT MAX(id) FROM stamp_audit_events WHERE user_id = ?1 GROUP BY field) ORDER BY field
+        """
 }
 
 extension AuditRow {

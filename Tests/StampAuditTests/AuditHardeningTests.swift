@@ -68,6 +68,36 @@ struct AuditHardeningTests {
         }
     }
 
+    /// After a map change moves a user to a new shard, their latest value of a field they changed
+    /// since is the new shard's, and of a field they have not changed since, the old shard's.
+    @Test(arguments: AuditStoreBackend.testable)
+    func theLatestOfEachFieldSpansAMove(backend: AuditStoreBackend) async throws {
+        try await withAuditFixture(backend, shardCount: 1) { fixture in
+            let oldEmail = try await fixture.service.record(user: "erin", idempotencyKey: "k1", event: Self.event)
+            let name = try await fixture.service.record(user: "erin", idempotencyKey: "k2", event: AuditEventInput(field: "name", before: nil, after: "Erin", actor: "support:42"))
+            var newer = fixture.map
+            newer.version = 2
+            newer.shards.append(ShardMap.Shard(id: 1, database: try await fixture.makeDatabase(1)))
+            newer.assignments = [ShardMap.Assignment(slots: 0...(newer.slotCount - 1), shard: 1, previous: [0])]
+            var newerConfiguration = fixture.configuration
+            newerConfiguration.shardMapPath = fixture.folder.appendingPathComponent("shard-map-v2.json").path
+            try newer.write(to: newerConfiguration.shardMapPath)
+            let newServer = try AuditService(configuration: newerConfiguration, ids: try LocalIDSource(node: 1), clock: ManualClock(), logger: fixture.records.logger())
+            try await withThrowingTaskGroup { group in
+                group.addTask { try await newServer.shards.run() }
+                defer { group.cancelAll() }
+                try await newServer.shards.prepare(newer)
+                let newEmail = try await newServer.record(user: "erin", idempotencyKey: "k3", event: Self.event)
+                #expect(newEmail.row.id.fields(in: .default).shard == 1)
+                #expect(newServer.shardMap.current.placement(ofUser: "erin").read == [1, 0])
+
+                let latest = try await newServer.latestOfEachField(user: "erin")
+                #expect(latest.map(\.id) == [newEmail.row.id, name.row.id], "email from the new shard, name from the old one")
+                #expect(!latest.contains { $0.id == oldEmail.row.id })
+            }
+        }
+    }
+
     /// A map that moves an open shard to another database is refused, loudly: the shard's rows
     /// and IDs belong to the database they were written in.
     @Test func aMapThatMovesAShardToAnotherDatabaseIsRefused() async throws {

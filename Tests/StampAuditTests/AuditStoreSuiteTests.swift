@@ -189,6 +189,25 @@ struct AuditStoreSuiteTests {
         }
     }
 
+    @Test("the latest of each field is the user's newest row of that field, in field order", arguments: AuditStoreBackend.testable)
+    func latestOfEachField(backend: AuditStoreBackend) async throws {
+        try await withAuditStores(backend) { database async throws in
+            let store = database.store
+            #expect(try await store.latestOfEachField(user: "user-1") == [])
+            // Fields interleaved, another user's newer rows of the same fields, and a field
+            // changed only at first.
+            let mine = [
+                AuditRow.storeTestRow(id: 10, field: "name"), .storeTestRow(id: 20, field: "phone"), .storeTestRow(id: 30, field: "email"),
+                .storeTestRow(id: 40, field: "phone"), .storeTestRow(id: 50, field: "email"), .storeTestRow(id: 60, field: "phone"),
+            ]
+            let others = [AuditRow.storeTestRow(id: 70, user: "user-2", field: "email"), .storeTestRow(id: 80, user: "user-2", field: "zip")]
+            #expect(try await store.insert(mine + others).allSatisfy { $0 == .stored })
+            #expect(try await store.latestOfEachField(user: "user-1") == [mine[4], mine[0], mine[5]])
+            #expect(try await store.latestOfEachField(user: "user-2") == others)
+            #expect(try await store.latestOfEachField(user: "nobody") == [])
+        }
+    }
+
     @Test("the latest ID is the greatest of the user's rows", arguments: AuditStoreBackend.testable)
     func latestID(backend: AuditStoreBackend) async throws {
         try await withAuditStores(backend) { database async throws in

@@ -16,6 +16,7 @@ extension ForwardingAuditStore {
     func row(id: StampID) async throws(AuditStoreError) -> AuditRow? { try await base.row(id: id) }
     func row(user: String, idempotencyKey: String) async throws(AuditStoreError) -> AuditRow? { try await base.row(user: user, idempotencyKey: idempotencyKey) }
     func history(user: String, field: String?, before: StampID?, limit: Int) async throws(AuditStoreError) -> [AuditRow] { try await base.history(user: user, field: field, before: before, limit: limit) }
+    func latestOfEachField(user: String) async throws(AuditStoreError) -> [AuditRow] { try await base.latestOfEachField(user: user) }
     func latestID(user: String) async throws(AuditStoreError) -> StampID? { try await base.latestID(user: user) }
     func ids(after: StampID?, limit: Int) async throws(AuditStoreError) -> [StampID] { try await base.ids(after: after, limit: limit) }
     func chainHead() async throws(AuditStoreError) -> ChainHead { try await base.chainHead() }
