@@ -30,13 +30,7 @@ struct AuditHardeningTests {
     @Test(arguments: AuditStoreBackend.testable)
     func aServerOnAnOlderShardMapCannotWriteUnderIt(backend: AuditStoreBackend) async throws {
         try await withAuditFixture(backend, shardCount: 1) { fixture in
-            var newer = fixture.map
-            newer.version = 2
-            newer.shards.append(ShardMap.Shard(id: 1, database: try await fixture.makeDatabase(1)))
-            newer.assignments = [ShardMap.Assignment(slots: 0...(newer.slotCount - 1), shard: 1, previous: [0])]
-            var newerConfiguration = fixture.configuration
-            newerConfiguration.shardMapPath = fixture.folder.appendingPathComponent("shard-map-v2.json").path
-            try newer.write(to: newerConfiguration.shardMapPath)
+            let (newer, newerConfiguration) = try await Self.mapMovingEverySlot(fixture)
             let logger = fixture.records.logger()
             let newServer = try AuditService(configuration: newerConfiguration, ids: try LocalIDSource(node: 1), clock: ManualClock(), logger: logger)
             let laggingOldServer = try AuditService(configuration: fixture.configuration, ids: try LocalIDSource(node: 2, behind: .milliseconds(500), onTimeNode: 3), clock: ManualClock(), logger: logger)
@@ -75,13 +69,7 @@ struct AuditHardeningTests {
         try await withAuditFixture(backend, shardCount: 1) { fixture in
             let oldEmail = try await fixture.service.record(user: "erin", idempotencyKey: "k1", event: Self.event)
             let name = try await fixture.service.record(user: "erin", idempotencyKey: "k2", event: AuditEventInput(field: "name", before: nil, after: "Erin", actor: "support:42"))
-            var newer = fixture.map
-            newer.version = 2
-            newer.shards.append(ShardMap.Shard(id: 1, database: try await fixture.makeDatabase(1)))
-            newer.assignments = [ShardMap.Assignment(slots: 0...(newer.slotCount - 1), shard: 1, previous: [0])]
-            var newerConfiguration = fixture.configuration
-            newerConfiguration.shardMapPath = fixture.folder.appendingPathComponent("shard-map-v2.json").path
-            try newer.write(to: newerConfiguration.shardMapPath)
+            let (newer, newerConfiguration) = try await Self.mapMovingEverySlot(fixture)
             let newServer = try AuditService(configuration: newerConfiguration, ids: try LocalIDSource(node: 1), clock: ManualClock(), logger: fixture.records.logger())
             try await withThrowingTaskGroup { group in
                 group.addTask { try await newServer.shards.run() }
@@ -96,6 +84,19 @@ struct AuditHardeningTests {
                 #expect(!latest.contains { $0.id == oldEmail.row.id })
             }
         }
+    }
+
+    /// Version 2 of the fixture's map, which moves every slot to a new shard 1 (shard 0 their
+    /// previous one), written to a file of its own, and the configuration of a server reading it.
+    static func mapMovingEverySlot(_ fixture: AuditFixture) async throws -> (ShardMap, AuditServiceConfiguration) {
+        var newer = fixture.map
+        newer.version = 2
+        newer.shards.append(ShardMap.Shard(id: 1, database: try await fixture.makeDatabase(1)))
+        newer.assignments = [ShardMap.Assignment(slots: 0...(newer.slotCount - 1), shard: 1, previous: [0])]
+        var configuration = fixture.configuration
+        configuration.shardMapPath = fixture.folder.appendingPathComponent("shard-map-v2.json").path
+        try newer.write(to: configuration.shardMapPath)
+        return (newer, configuration)
     }
 
     /// A map that moves an open shard to another database is refused, loudly: the shard's rows
