@@ -80,6 +80,9 @@ public final class EtcdCoordinationStore: CoordinationStore {
             var leaseID: Int64?
             while true {
                 let (nodes, now) = try await readNodes()
+                if let leaseID, let written = Self.node(boundTo: leaseID, in: nodes), written.lease.owner == owner {
+                    return written.nodeLease
+                }
                 guard let node = (0..<nodeCount).first(where: { !isLive(nodes[$0]?.lease, now: now) }) else {
                     if let leaseID { try? await client.revokeLease(leaseID) }
                     return nil
@@ -104,18 +107,27 @@ public final class EtcdCoordinationStore: CoordinationStore {
 
     public func renew(node: Int, owner: String, ttl: Duration, reservedUntilUnixMilliseconds: Int64) async throws(CoordinationError) -> NodeLease? {
         try await perform("renew a lease") { () throws(EtcdGatewayError) in
+            // A lease this renewal granted and wrote, whose transaction failed as far as it knows.
+            var granted: Int64?
             while true {
                 let (nodes, now) = try await readNodes(only: node)
+                if let granted, let written = Self.node(boundTo: granted, in: nodes), written.node == node, written.lease.owner == owner {
+                    return written.nodeLease
+                }
+                if let unbound = granted {
+                    try? await client.revokeLease(unbound)
+                    granted = nil
+                }
                 let state = nodes[node] ?? NodeState()
                 guard let reservation = state.reservation?.record, reservation.owner == owner else { return nil }
                 // The etcd lease of the key, kept alive, or a new one when it ended (a lapsed lease
                 // that no one claimed since is still its owner's) or is shorter than `ttl`.
                 let leaseID: Int64
-                let granted: Bool
                 if let current = state.lease?.etcdLease, try await client.keepLeaseAlive(current) * 1000 >= etcdLeaseTTL(ttl).wholeMilliseconds {
-                    (leaseID, granted) = (current, false)
+                    leaseID = current
                 } else {
-                    (leaseID, granted) = (try await client.grantLease(ttl: etcdLeaseTTL(ttl)), true)
+                    leaseID = try await client.grantLease(ttl: etcdLeaseTTL(ttl))
+                    granted = leaseID
                 }
                 let lease = NodeLease(
                     node: node, owner: owner, address: reservation.address,
@@ -123,7 +135,6 @@ public final class EtcdCoordinationStore: CoordinationStore {
                     reservedUntilUnixMilliseconds: max(reservation.reservedUntil, reservedUntilUnixMilliseconds)
                 )
                 if try await write(lease, etcdLease: leaseID, over: state, node: node) { return lease }
-                if granted { try? await client.revokeLease(leaseID) }
             }
         }
     }
@@ -225,6 +236,23 @@ public final class EtcdCoordinationStore: CoordinationStore {
             failure: []
         ))
         return answer.succeeded == true
+    }
+
+    /// The node ID whose lease key is bound to etcd lease `etcdLease`, with what its keys hold.
+    ///
+    /// A claim or renewal grants an etcd lease that no other call uses, so a key bound to it was
+    /// written by that call: a transaction etcd applied although its answer was lost (the member
+    /// timed out after committing it, and the same transaction, sent to the next member, then
+    /// failed its comparison because it had taken effect). The call's next read finds it here
+    /// rather than taking it for another holder's.
+    static func node(boundTo etcdLease: Int64, in nodes: [Int: NodeState]) -> (node: Int, lease: LeaseRecord, nodeLease: NodeLease)? {
+        guard let (node, state) = nodes.first(where: { $0.value.lease?.etcdLease == etcdLease }), let lease = state.lease?.record else { return nil }
+        let nodeLease = NodeLease(
+            node: node, owner: lease.owner, address: lease.address,
+            expiresAtUnixMilliseconds: lease.expiresAt,
+            reservedUntilUnixMilliseconds: state.reservation?.record.reservedUntil ?? 0
+        )
+        return (node, lease, nodeLease)
     }
 
     /// The keys of every node ID, or of `node` alone, by node ID, and the store's now when they were read.

@@ -166,6 +166,34 @@ struct EtcdStoreTests {
         try await proxy.close()
     }
 
+    /// A claim whose transaction etcd applied but whose answer was lost (the member timed out after
+    /// committing, and the same transaction then failed its comparison at the next member) reads
+    /// its own keys next: the one bound to the etcd lease it granted is its claim, not another's.
+    /// Taken for another's, the claim went on to a second node ID, or, with none free, answered
+    /// that none was and revoked the lease (the shared-store race of the suite failed so, once, on
+    /// a loaded machine).
+    @Test("a claim's or renewal's own write, applied though its answer was lost, is recognised by the etcd lease bound to it")
+    func ownWriteIsFoundByItsEtcdLease() {
+        typealias Store = EtcdCoordinationStore
+        func state(owner: String, etcdLease: Int64?, expiresAt: Int64, reservedUntil: Int64) -> Store.NodeState {
+            Store.NodeState(
+                lease: Store.Stored(record: Store.LeaseRecord(owner: owner, address: "http://\(owner)", expiresAt: expiresAt), modRevision: 7, etcdLease: etcdLease),
+                reservation: Store.Stored(record: Store.ReservationRecord(owner: owner, address: "http://\(owner)", reservedUntil: reservedUntil), modRevision: 8, etcdLease: nil)
+            )
+        }
+        let nodes: [Int: Store.NodeState] = [
+            0: state(owner: "other", etcdLease: 41, expiresAt: 1_000, reservedUntil: 500),
+            1: state(owner: "me", etcdLease: 42, expiresAt: 2_000, reservedUntil: 1_500),
+            2: state(owner: "unbound", etcdLease: nil, expiresAt: 3_000, reservedUntil: 2_500),
+            3: Store.NodeState(),
+        ]
+        let mine = Store.node(boundTo: 42, in: nodes)
+        #expect(mine?.node == 1)
+        #expect(mine?.nodeLease == NodeLease(node: 1, owner: "me", address: "http://me", expiresAtUnixMilliseconds: 2_000, reservedUntilUnixMilliseconds: 1_500))
+        #expect(Store.node(boundTo: 43, in: nodes) == nil, "no key is bound to a lease this call did not write")
+        #expect(Store.node(boundTo: 42, in: [3: Store.NodeState()]) == nil)
+    }
+
     @Test("a key under the prefix that Stamp did not write makes the store unavailable rather than guess")
     func foreignKeysAreRefused() async throws {
         let location = try #require(TestEtcdCluster.environment).freshLocation()
