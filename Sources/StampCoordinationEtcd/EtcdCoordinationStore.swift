@@ -35,7 +35,6 @@ public final class EtcdCoordinationStore: CoordinationStore {
     private let client: EtcdGatewayClient
     private let prefix: String
     private let clock: (any WallClock)?
-    private let storeClock = EtcdStoreClock()
     private let closed: AsyncStream<Never>
     private let closing: AsyncStream<Never>.Continuation
 
@@ -48,39 +47,9 @@ public final class EtcdCoordinationStore: CoordinationStore {
         (closed, closing) = AsyncStream.makeStream()
     }
 
-    /// Until the store is closed or the task cancelled, narrows what it knows of the members'
-    /// clock (``EtcdStoreClock``) with a small read now and then, timed to land where an answer
-    /// tells the most. With an injected clock there is nothing to learn: it only waits.
+    /// Waits until the store is closed: requests need no background work.
     public func run() async throws {
-        guard clock == nil else {
-            for await _ in closed {}
-            return
-        }
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { for await _ in self.closed {} }
-            group.addTask { await self.probeClock() }
-            await group.next()
-            group.cancelAll()
-        }
-    }
-
-    /// Reads the layout key whenever ``EtcdStoreClock/probeDelay(now:)`` says, a second after a
-    /// failed read, until cancelled.
-    private func probeClock() async {
-        let key = EtcdBytes("\(prefix)/layout")
-        while true {
-            let delay = storeClock.probeDelay(now: Self.monotonicMilliseconds())
-            do {
-                try await Task.sleep(for: .milliseconds(delay))
-                do throws(EtcdGatewayError) {
-                    _ = try await datedRange(EtcdRangeRequest(key: key))
-                } catch {
-                    try await Task.sleep(for: .seconds(1))
-                }
-            } catch {
-                return
-            }
-        }
+        for await _ in closed {}
     }
 
     public func prepare(layout: IDLayout) async throws(CoordinationError) {
@@ -217,7 +186,7 @@ public final class EtcdCoordinationStore: CoordinationStore {
     struct LeaseRecord: Codable, Sendable {
         var owner: String
         var address: String?
-        /// When the lease ends unless renewed, on the store's clock as ``datedRange(_:)`` reads it (or the injected clock).
+        /// When the lease ends unless renewed, on the store's clock as ``storeNow(wall:memberSecond:)`` reads it (or the injected clock).
         var expiresAt: Int64
     }
 
@@ -289,7 +258,8 @@ public final class EtcdCoordinationStore: CoordinationStore {
     /// The keys of every node ID, or of `node` alone, by node ID, and the store's now when they were read.
     private func readNodes(only node: Int? = nil) async throws(EtcdGatewayError) -> (nodes: [Int: NodeState], now: Int64) {
         let start = EtcdBytes(node.map { "\(prefix)/nodes/\($0)/" } ?? "\(prefix)/nodes/")
-        let (answer, now) = try await datedRange(EtcdRangeRequest(key: start, rangeEnd: start.prefixEnd))
+        let (answer, memberSecond) = try await client.rangeWithDate(EtcdRangeRequest(key: start, rangeEnd: start.prefixEnd))
+        let now = clock?.unixMilliseconds() ?? Self.storeNow(wall: SystemWallClock().unixMilliseconds(), memberSecond: memberSecond)
         let nodesPrefix = "\(prefix)/nodes/"
         var nodes: [Int: NodeState] = [:]
         for pair in answer.kvs ?? [] {
@@ -323,21 +293,16 @@ public final class EtcdCoordinationStore: CoordinationStore {
         return clock == nil || lease.record.expiresAt > now
     }
 
-    /// Reads `request`, and returns the answer with the store's now when it came: the injected
-    /// clock's, or this machine's wall clock as ``EtcdStoreClock`` corrects it, after taking in the
-    /// member's `Date`.
-    private func datedRange(_ request: EtcdRangeRequest) async throws(EtcdGatewayError) -> (answer: EtcdRangeResponse, now: Int64) {
-        let sent = Self.monotonicMilliseconds()
-        let (answer, memberSecond) = try await client.rangeWithDate(request)
-        let answered = Self.monotonicMilliseconds()
-        let wall = SystemWallClock().unixMilliseconds()
-        if let clock { return (answer, clock.unixMilliseconds()) }
-        if let memberSecond { storeClock.observe(sent: sent, answered: answered, unixSecond: memberSecond) }
-        return (answer, storeClock.storeNow(wall: wall, monotonic: answered))
-    }
-
-    private static func monotonicMilliseconds() -> Int64 {
-        MonotonicTime.microseconds() / 1000
+    /// The store's now, in Unix milliseconds: this machine's wall clock, moved into the second that
+    /// the answering member's `Date` header named when it lies outside it.
+    ///
+    /// etcd shows no clock but that header, whole seconds of the member's clock. The result differs
+    /// from this machine's reading only by as much as that reading is certainly off (give or take
+    /// the answer's transit), so the node's skew measurement sees all of a skew above a second, part
+    /// of a smaller one, and never more than there is.
+    static func storeNow(wall: Int64, memberSecond: Int64?) -> Int64 {
+        guard let memberSecond else { return wall }
+        return min(max(wall, memberSecond * 1000), memberSecond * 1000 + 999)
     }
 
     private static func encode(_ record: some Encodable) throws(EtcdGatewayError) -> EtcdBytes {

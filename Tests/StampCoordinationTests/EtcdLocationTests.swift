@@ -115,4 +115,12 @@ struct EtcdStoreClockTests {
             #expect(HTTPDate.unixSecond(of: text) == nil, "\(text)")
         }
     }
+
+    @Test("the store's now is this machine's clock, moved into the member's second when it lies outside it")
+    func storeNowStaysInTheMembersSecond() {
+        #expect(EtcdCoordinationStore.storeNow(wall: 1_000_500, memberSecond: 1_000) == 1_000_500)
+        #expect(EtcdCoordinationStore.storeNow(wall: 1_003_200, memberSecond: 1_000) == 1_000_999)
+        #expect(EtcdCoordinationStore.storeNow(wall: 998_000, memberSecond: 1_000) == 1_000_000)
+        #expect(EtcdCoordinationStore.storeNow(wall: 998_000, memberSecond: nil) == 998_000)
+    }
 }
